@@ -1,0 +1,127 @@
+"""`jaxpose` command line: parses arguments and calls library functions.
+
+    jaxpose train   --config experiments/X.py --workdir W [--config.key=value ...]
+    jaxpose eval    --config experiments/X.py --workdir W [--config.key=value ...]
+    jaxpose sweep   --config experiments/X.py --workdir W [--config.key=value ...]
+    jaxpose data build NAME [--source DIR] [--data_dir D]
+
+Expected failures (a missing file, an unknown key or name, a non-finite
+loss) print one line `jaxpose: error: ...` and exit with status 1; set
+JAXPOSE_DEBUG=1 for the full traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Any, Callable
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, dict[str, str]], Any]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _split_overrides(extra: list[str]) -> dict[str, str]:
+    """["--config.a.b=1", "--config.c", "2"] -> {"a.b": "1", "c": "2"}; anything else is an error."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--config."):
+            raise ValueError(f"unrecognized argument {arg!r} (overrides look like --config.optimizer.lr=1e-4)")
+        key, has_value, value = arg[len("--config.") :].partition("=")
+        if not has_value:
+            if i + 1 >= len(extra):
+                raise ValueError(f"missing value for {arg}")
+            i, value = i + 1, extra[i + 1]
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _config(args, overrides):
+    from jaxpose.config import load_config
+
+    return load_config(args.config, overrides)
+
+
+@command("train")
+def _train(args, overrides):
+    from jaxpose.train import train_and_evaluate
+
+    train_and_evaluate(_config(args, overrides), args.workdir)
+
+
+@command("eval")
+def _eval(args, overrides):
+    from jaxpose.train import evaluate
+
+    if not pathlib.Path(args.workdir).is_dir():
+        raise FileNotFoundError(f"workdir not found: {args.workdir}")
+    evaluate(_config(args, overrides), args.workdir)
+
+
+@command("sweep")
+def _sweep(args, overrides):
+    from jaxpose.config import apply_overrides, load_sweep
+    from jaxpose.train import train_and_evaluate
+
+    for i, sweep_overrides in enumerate(load_sweep(args.config)):
+        name = "_".join(f"{k.split('.')[-1]}={v}" for k, v in sweep_overrides.items()) or f"run{i}"
+        print(f"sweep run {i}: {name}")
+        config = apply_overrides(_config(args, overrides), sweep_overrides)
+        train_and_evaluate(config, pathlib.Path(args.workdir) / name)
+
+
+@command("data")
+def _data(args, overrides):
+    from input_pipeline.datasets.build import build_dataset
+
+    if overrides:
+        raise ValueError(f"unrecognized arguments: {' '.join(overrides)}")
+    build_dataset(args.name, args.source, args.data_dir)
+
+
+def parser() -> argparse.ArgumentParser:
+    from jaxpose.config import DEFAULT_DATA_DIR
+
+    p = argparse.ArgumentParser(prog="jaxpose", description="Head pose estimation in JAX/Flax.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_text in [("train", "train (resuming from workdir), then evaluate"),
+                            ("eval", "evaluate the latest checkpoint of workdir"),
+                            ("sweep", "run every override set of the config's get_sweep()")]:
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--config", required=True, help="experiment file, e.g. experiments/synthetic_hopenet.py")
+        s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, config.json, eval.json")
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="action", required=True)
+    build = data.add_parser("build", help="build a TFDS dataset (array_record) from the distributed files")
+    build.add_argument("name", help="dataset name, e.g. aflw2000 or biwi/protocol2")
+    build.add_argument("--source", help="folder with the dataset as distributed (not for synthetic_heads)")
+    build.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"where datasets are built (default {DEFAULT_DATA_DIR})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parser().parse_known_args(argv)
+    try:
+        COMMANDS[args.command](args, _split_overrides(extra))
+    except Exception as e:  # one line for the user; the traceback on request
+        if os.environ.get("JAXPOSE_DEBUG"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not isinstance(e, (ValueError, FileNotFoundError, RuntimeError)):
+            message = f"{type(e).__name__}: {message}"  # unexpected: say what kind
+        print(f"jaxpose: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Experiment configs: the defaults every experiment starts from, loading, overrides.
+
+An experiment is a Python file in experiments/ with `get_config()` returning
+an ml_collections.ConfigDict (and optionally `get_sweep()` returning a list
+of override dicts). Command-line overrides look like
+`--config.optimizer.lr=1e-4`; an unknown key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import pathlib
+import sys
+from types import ModuleType
+from typing import Any
+
+import ml_collections
+
+DEFAULT_DATA_DIR = os.environ.get("JAXPOSE_DATA_DIR", str(pathlib.Path.home() / "jaxpose_data"))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All settings with their defaults (a Hopenet ResNet-18 on synthetic_heads)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_devices = 0  # 0: every device of the host(s)
+    c.batch_size = 64  # global, in images (a RankPose batch of N pairs is 2N images)
+    c.num_epochs = 1.0
+    c.num_train_steps = 0  # > 0 overrides num_epochs
+    c.log_every = 50
+    c.checkpoint_every = 500
+    c.init_from = ""  # a workdir whose checkpointed params (and batch_stats) initialise the model
+    c.eval_on = ()  # ((dataset, split), ...); empty: (data.name, data.eval_split)
+
+    c.data = d = ml_collections.ConfigDict()
+    d.name = "synthetic_heads"
+    d.data_dir = DEFAULT_DATA_DIR
+    d.train_split = "train"
+    d.eval_split = "test"
+    d.image_size = 64
+    d.crop = "hopenet"  # input_pipeline.crops.CROPS
+    d.crop_k = (0.2, 0.4)  # Hopenet's random loose-crop margin in training
+    d.eval_crop_k = 0.2
+    d.scale = (1.0, 1.0)  # random crop scale range
+    d.shift = 0.0  # random crop shift, fraction of the crop size
+    d.flip = True
+    d.downsample_prob = 0.0
+    d.downsample_max = 1.0
+    d.blur_prob = 0.0
+    d.blur_max_sigma = 1.5
+    d.noise_prob = 0.0
+    d.noise_std = 0.0  # in 0-255 pixel units
+    d.channels = "rgb"  # "bgr" for the official FSA-Net weights
+    d.normalize = "imagenet"  # or "bgr255"
+    d.pairs = False  # RankPose same-identity pairs
+    d.num_workers = 0  # grain worker processes
+    d.num_threads = 2
+    d.prefetch = 4
+
+    c.model = m = ml_collections.ConfigDict()
+    m.name = "resnet18"
+    m.dtype = "float32"
+    m.kwargs = ml_collections.ConfigDict()
+    m.head = "binned"
+    m.head_kwargs = ml_collections.ConfigDict({"granularities": (66,), "lo": -99.0, "hi": 99.0})
+
+    # name -> {"weight": w, **loss kwargs}; the train step sums weight * mean(term).
+    c.losses = ml_collections.ConfigDict({"hopenet": {"weight": 1.0, "alpha": 1.0}})
+
+    c.optimizer = o = ml_collections.ConfigDict()
+    o.name = "adam"
+    o.lr = 1e-3
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.momentum = 0.9
+    o.weight_decay = 0.0
+    o.schedule = "constant"  # constant | cosine | step
+    o.warmup_steps = 0
+    o.step_epochs = 30.0
+    o.step_factor = 0.1
+    o.grad_clip = 0.0
+    return c
+
+
+def _load_module(path: str | pathlib.Path) -> ModuleType:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    # Let experiment files import their siblings as `experiments.<name>`.
+    root = str(path.resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(f"_jaxpose_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} has no get_config()")
+    return module
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as resnet50
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """Sets dotted keys ("optimizer.lr") on config; unknown keys and wrong types raise ValueError."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for i, part in enumerate(parents):
+            if part not in node:
+                raise ValueError(f"unknown config key {'.'.join(parents[: i + 1])!r}")
+            node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not _open_dict(parents)):
+            raise ValueError(f"unknown config key {key!r}")
+        value = _parse_value(value) if isinstance(value, str) else value
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise ValueError(f"config key {key!r}: {e}") from None
+    return config
+
+
+def _open_dict(parents: list[str]) -> bool:
+    """Keyword-argument dicts accept new keys (model.kwargs.x, losses.gld.sigma, ...)."""
+    return bool(parents) and (parents[-1] in ("kwargs", "head_kwargs") or parents[0] == "losses")
+
+
+def load_config(path: str | pathlib.Path, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """get_config() of an experiment file with overrides applied."""
+    config = _load_module(path).get_config()
+    return apply_overrides(config, overrides or {})
+
+
+def load_sweep(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    module = _load_module(path)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} has no get_sweep()")
+    return list(module.get_sweep())

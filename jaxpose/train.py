@@ -1,0 +1,280 @@
+"""TrainState, the jitted train and eval steps, and the train / eval loops.
+
+`train_step` is a module-level pure function; its settings are bound with
+functools.partial and it is jitted with explicit shardings (batch split on
+the mesh's `data` axis, state replicated) and the state donated.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from tqdm import tqdm
+
+from input_pipeline import pipeline
+from jaxpose import checkpoint, losses, metrics, sharding
+from jaxpose.models import build_model
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def preprocess(images: jax.Array, normalize: str) -> jax.Array:
+    """uint8 images from the pipeline -> float32 model input, on the device.
+
+    "imagenet": RGB standardised with the ImageNet mean/std (torchvision
+    weights); "bgr255": raw 0-255 values (the official FSA-Net weights).
+    """
+    images = images.astype(jnp.float32)
+    if normalize == "imagenet":
+        return (images - IMAGENET_MEAN) / IMAGENET_STD
+    if normalize == "bgr255":
+        return images
+    raise ValueError(f"unknown normalize {normalize!r}; valid: imagenet, bgr255")
+
+
+def loss_terms(config: ml_collections.ConfigDict) -> list[tuple[str, float, dict]]:
+    """config.losses {name: {weight, **kwargs}} -> [(name, weight, kwargs)] for losses.total_loss."""
+    terms = []
+    for name, spec in config.losses.items():
+        kwargs = dict(spec)
+        terms.append((name, float(kwargs.pop("weight", 1.0)), kwargs))
+    return terms
+
+
+# --- optimizer ----------------------------------------------------------------
+
+
+def learning_rate_schedule(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+    """"constant", "cosine" (decay to 0 over the run) or "step" (x factor every N epochs), after a linear warm-up."""
+    if cfg.schedule == "constant":
+        main = optax.constant_schedule(cfg.lr)
+    elif cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(cfg.lr, max(1, total_steps - cfg.warmup_steps))
+    elif cfg.schedule == "step":
+        every = max(1, int(cfg.step_epochs * steps_per_epoch))
+        boundaries = {every * i: cfg.step_factor for i in range(1, total_steps // every + 1)}
+        main = optax.piecewise_constant_schedule(cfg.lr, boundaries)
+    else:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: constant, cosine, step")
+    if cfg.warmup_steps <= 0:
+        return main
+    warmup = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
+    return optax.join_schedules([warmup, main], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
+    optimizers = {
+        "adam": lambda: optax.adam(schedule, b1=cfg.b1, b2=cfg.b2),
+        "adamw": lambda: optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+        "sgd": lambda: optax.sgd(schedule, momentum=cfg.momentum, nesterov=True),
+    }
+    if cfg.name not in optimizers:
+        raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(optimizers)}")
+    tx = optimizers[cfg.name]()
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx) if cfg.grad_clip > 0 else tx
+
+
+# --- state ----------------------------------------------------------------------
+
+
+def create_state(config, model: nn.Module, tx, mesh) -> TrainState:
+    """The initial TrainState, created directly on the mesh (replicated), from config.seed."""
+    size = config.data.image_size
+
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+        return TrainState.create(
+            apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=variables.get("batch_stats", {})
+        )
+
+    rng = jax.random.PRNGKey(config.seed)
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+# --- steps ----------------------------------------------------------------------
+
+
+def train_step(state: TrainState, batch: dict, *, normalize: str, terms) -> tuple[TrainState, dict]:
+    """One optimisation step on a global batch {"image": uint8 (B, S, S, 3), "pose": (B, 3) degrees}."""
+    images = preprocess(batch["image"], normalize)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        outputs, updates = state.apply_fn(variables, images, train=True, mutable=["batch_stats"])
+        loss, per_term = losses.total_loss(outputs, batch["pose"], terms)
+        return loss, (per_term, updates.get("batch_stats", {}), outputs["pose"])
+
+    (loss, (per_term, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    step_metrics = {
+        "loss": loss,
+        **{f"loss_{name}": value for name, value in per_term.items()},
+        "mae": jnp.mean(jnp.abs(pose - batch["pose"])),
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(state.params),
+    }
+    return new_state, step_metrics
+
+
+def eval_step(state: TrainState, images: jax.Array, *, normalize: str) -> jax.Array:
+    """(B, 3) predicted (yaw, pitch, roll) degrees."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return state.apply_fn(variables, preprocess(images, normalize), train=False)["pose"]
+
+
+def jit_train_step(config, mesh, state_sharding):
+    step = functools.partial(train_step, normalize=config.data.normalize, terms=loss_terms(config))
+    batch_sharding = sharding.batch_sharding(mesh)
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+# --- loops ----------------------------------------------------------------------
+
+
+class Setup:
+    """What both loops derive from a config: mesh, model, schedule lengths, optimizer, initial state."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.mesh = sharding.make_mesh(config.get("num_devices") or None)
+        self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
+        self.model = build_model(config.model)
+        examples_per_step = self.batch_per_process // 2 if config.data.pairs else self.batch_per_process
+        self.steps_per_epoch = max(1, pipeline.train_size(config.data) // examples_per_step)
+        self.total_steps = config.num_train_steps or int(config.num_epochs * self.steps_per_epoch)
+        tx = make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps)
+        self.state = create_state(config, self.model, tx, self.mesh)
+        self.state_sharding = sharding.replicated(self.mesh)
+
+    def abstract_state(self):
+        return checkpoint.abstract_with_sharding(self.state, self.state_sharding)
+
+
+def _write_json(path: pathlib.Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def _flush(pending: list[tuple[int, dict]], log_file, seconds: float, images: int) -> dict:
+    """Fetches the metrics of the steps since the last flush, stops on a non-finite loss, logs the last."""
+    fetched = jax.device_get([m for _, m in pending])
+    for (step, _), values in zip(pending, fetched):
+        if not math.isfinite(float(values["loss"])):
+            details = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
+            raise NonFiniteLossError(f"non-finite loss at step {step}: {details}")
+    step, values = pending[-1][0], fetched[-1]
+    record = {"step": step, **{k: float(v) for k, v in values.items()}, "images_per_sec": images / seconds}
+    log_file.write(json.dumps(record) + "\n")
+    log_file.flush()
+    pending.clear()
+    return record
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+    """Trains (resuming from the latest checkpoint in workdir), then evaluates; returns the eval results."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(workdir / "config.json", config.to_dict())
+    setup = Setup(config)
+    data_iter = iter(pipeline.train_dataset(config.data, setup.batch_per_process, config.seed))
+    mngr = checkpoint.manager(workdir)
+    state = setup.state
+    if mngr.latest_step() is not None:
+        state, data_iter = checkpoint.restore(mngr, setup.abstract_state(), data_iter)
+        print(f"resumed from {mngr.directory} at step {int(state.step)}")
+    step_fn = jit_train_step(config, setup.mesh, setup.state_sharding)
+    state = _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir)
+    mngr.wait_until_finished()
+    mngr.close()
+    return evaluate(config, workdir, state=state, setup=setup)
+
+
+def _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir):
+    start = int(state.step)
+    pending, images, tick = [], 0, time.perf_counter()
+    with open(workdir / "metrics.jsonl", "a") as log_file, tqdm(
+        total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True
+    ) as bar:
+        for step in range(start + 1, setup.total_steps + 1):
+            batch = sharding.put_batch(next(data_iter), setup.mesh)
+            state, step_metrics = step_fn(state, batch)
+            pending.append((step, step_metrics))
+            images += config.batch_size
+            bar.update(1)
+            save_now = step % config.checkpoint_every == 0 or step == setup.total_steps
+            if step % config.log_every == 0 or save_now:
+                record = _flush(pending, log_file, time.perf_counter() - tick, images)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", mae=f"{record['mae']:.2f}", img_s=f"{record['images_per_sec']:.0f}")
+                images, tick = 0, time.perf_counter()
+            if save_now:
+                checkpoint.save(mngr, step, state, data_iter)
+    return state
+
+
+def load_trained_state(config, workdir: str | pathlib.Path, setup: Setup) -> TrainState:
+    """The latest checkpointed state of workdir (one-line error when there is none)."""
+    mngr = checkpoint.manager(workdir)
+    if mngr.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}; train or convert first")
+    state, _ = checkpoint.restore(mngr, setup.abstract_state())
+    mngr.close()
+    return state
+
+
+def predict(config, state: TrainState, setup: Setup, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, labels), each (N, 3) degrees, over every record of dataset/split (all processes)."""
+    data_cfg = ml_collections.ConfigDict(config.data.to_dict())
+    data_cfg.name = dataset
+    batch_sharding = sharding.batch_sharding(setup.mesh)
+    step = jax.jit(functools.partial(eval_step, normalize=config.data.normalize), out_shardings=batch_sharding)
+    preds, labels = [], []
+    for batch, valid in pipeline.eval_batches(data_cfg, split, setup.batch_per_process):
+        pred = step(state, sharding.put_batch({"image": batch["image"]}, setup.mesh)["image"])
+        local = np.concatenate([np.asarray(s.data) for s in pred.addressable_shards])  # this process's rows
+        preds.append(local[:valid])
+        labels.append(batch["pose"][:valid])
+    preds, labels = np.concatenate(preds), np.concatenate(labels)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        preds, labels = (np.concatenate(list(multihost_utils.process_allgather(x))) for x in (preds, labels))
+    return preds, labels
+
+
+def evaluate(config, workdir, *, state: TrainState | None = None, setup: Setup | None = None) -> dict:
+    """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json."""
+    workdir = pathlib.Path(workdir)
+    setup = setup or Setup(config)
+    state = state if state is not None else load_trained_state(config, workdir, setup)
+    results = {}
+    for dataset, split in config.eval_on:
+        preds, labels = predict(config, state, setup, dataset, split)
+        results[f"{dataset}:{split}"] = {**metrics.mae(preds, labels), "num_images": int(len(labels))}
+    _write_json(workdir / "eval.json", results)
+    print(metrics.format_mae_table(results))
+    return results
