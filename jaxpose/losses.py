@@ -1,0 +1,378 @@
+"""Every loss term of jaxpose as a pure function, and the registry `LOSSES`.
+
+Each loss maps model outputs and labels to per-example values of shape (B,)
+(per pair, (N,), for the pairwise RankPose terms), summed over the three
+angles (yaw, pitch, roll). Angles are in the caller's unit; binned terms take
+`logits` of shape (B, 3, K) over K equal bins of [lo, hi] (see
+`jaxpose.angles`). Everything is computed in float32, whatever the logits'
+dtype, because bf16 softmax/log-sum-exp loses the small probabilities that
+the cross-entropy and KL terms depend on.
+
+The registry ties a term to the model output it consumes, so any loss works
+with any model that produces that output:
+
+    total, parts = total_loss(outputs, labels_deg, [("gld", 1.0, {"alpha": 0.1}),
+                                                    ("mae", 0.1, {})])
+
+Adding a loss = one function here + one `LOSSES` entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxpose import angles as angles_lib
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _f32(x: jax.Array) -> jax.Array:
+    return jnp.asarray(x, jnp.float32)
+
+
+def _check_binned(logits: jax.Array, angles: jax.Array, name: str) -> None:
+    """Shape check at trace time: logits (B, 3, K), angles (B, 3)."""
+    if logits.ndim != 3 or logits.shape[1] != 3:
+        raise ValueError(f"{name}: logits must have shape (B, 3, K), got {logits.shape}")
+    if tuple(angles.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"{name}: angles must have shape {logits.shape[:2]}, got {angles.shape}")
+
+
+def _check_pairs(name: str, *arrays: jax.Array) -> None:
+    shapes = {tuple(a.shape) for a in arrays}
+    if len(shapes) != 1 or len(arrays[0].shape) != 2 or arrays[0].shape[-1] != 3:
+        raise ValueError(f"{name}: all inputs must share one shape (N, 3), got {sorted(shapes)}")
+
+
+def _safe_norm(squared: jax.Array) -> jax.Array:
+    """sqrt with a zero (sub)gradient at 0: d sqrt(s)/ds is infinite at s = 0,
+    which happens exactly when the prediction equals the target."""
+    positive = squared > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+# --- binned classification (Hopenet, hybrid) --------------------------------------
+
+
+def binned_ce(logits: jax.Array, angles: jax.Array, *, lo: float = -99.0, hi: float = 99.0) -> jax.Array:
+    """Cross-entropy against the bin containing each angle.
+
+    logits (B, 3, K) over K equal bins of [lo, hi]; angles (B, 3).
+    Returns (B,) = sum_{angle} -log softmax(logits)[bin(angle)], with
+    bin(angle) = floor((angle - lo) / width) clipped to [0, K-1].
+    The classification half of Ruiz et al. 2018 ("Fine-Grained Head Pose
+    Estimation Without Keypoints", Eq. 1's cross-entropy term).
+    """
+    logits = _f32(logits)
+    _check_binned(logits, angles, "binned_ce")
+    target = angles_lib.angle_to_bin(angles, lo, hi, logits.shape[-1])
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, target[..., None], axis=-1)[..., 0]
+    return nll.sum(axis=-1)
+
+
+def expectation_mse(
+    logits: jax.Array, angles: jax.Array, *, lo: float = -99.0, hi: float = 99.0
+) -> jax.Array:
+    """Squared error of the softmax expectation over bin centres.
+
+    logits (B, 3, K); angles (B, 3). Returns (B,) =
+    sum_{angle} (sum_k softmax(logits)_k * c_k - angle)^2, c_k the centre of
+    bin k. The regression half of Ruiz et al. 2018 (the original code decodes
+    with left edges; jaxpose decodes with centres everywhere).
+    """
+    logits = _f32(logits)
+    _check_binned(logits, angles, "expectation_mse")
+    pred = angles_lib.decode_expectation(logits, lo, hi)
+    return jnp.sum((pred - _f32(angles)) ** 2, axis=-1)
+
+
+def hopenet_loss(
+    logits: jax.Array, angles: jax.Array, *, alpha: float = 1.0, lo: float = -99.0, hi: float = 99.0
+) -> jax.Array:
+    """Hopenet's multi-loss: binned_ce + alpha * expectation_mse.
+
+    logits (B, 3, K); angles (B, 3) -> (B,). Ruiz, Chong, Rehg 2018,
+    "Fine-Grained Head Pose Estimation Without Keypoints", Eq. 1:
+    L = H(y, y_hat) + alpha * MSE(y, y_hat), per angle, summed over angles.
+    """
+    ce = binned_ce(logits, angles, lo=lo, hi=hi)
+    return ce + alpha * expectation_mse(logits, angles, lo=lo, hi=hi)
+
+
+def hybrid_loss(
+    logits_per_granularity: Sequence[jax.Array],
+    angles: jax.Array,
+    *,
+    betas: Sequence[float] = (7.0, 5.0, 3.0, 1.0, 1.0),
+    alpha: float = 2.0,
+    lo: float = -99.0,
+    hi: float = 99.0,
+) -> jax.Array:
+    """Hybrid coarse-fine classification loss.
+
+    logits_per_granularity: sequence of (B, 3, K_i), finest first (default
+    model: 198, 66, 18, 6, 2 bins over [-99, 99]); angles (B, 3) -> (B,) =
+    sum_i beta_i * binned_ce(logits_i) + alpha * expectation_mse(logits_0).
+    Wang et al. 2019, "A Hybrid Coarse-Fine Classification for Head Pose
+    Estimation", Eq. 1. The public reference code adds the 2-bin *pitch*
+    cross-entropy to the roll loss (a copy-paste slip); this implements the
+    paper, each angle with its own heads.
+    """
+    if len(logits_per_granularity) != len(betas):
+        raise ValueError(
+            f"hybrid_loss: {len(logits_per_granularity)} granularities of logits but "
+            f"{len(betas)} betas {tuple(betas)}"
+        )
+    total = alpha * expectation_mse(logits_per_granularity[0], angles, lo=lo, hi=hi)
+    for beta, logits in zip(betas, logits_per_granularity):
+        total = total + beta * binned_ce(logits, angles, lo=lo, hi=hi)
+    return total
+
+
+# --- Gaussian label distribution learning -----------------------------------------
+
+
+def _gld_log_target(
+    angles: jax.Array, num_bins: int, lo: float, hi: float, sigma: float, normalized: bool
+) -> jax.Array:
+    """log of `gld_target`, computed directly so that tiny probabilities stay
+    finite in log space (the KL term needs log D, and exp underflows)."""
+    a = angles_lib.angle_to_bin(angles, lo, hi, num_bins).astype(jnp.float32)[..., None]
+    l = jnp.arange(num_bins, dtype=jnp.float32)
+    exponent = -((l - a) ** 2) / (2.0 * sigma**2)
+    # Both modes are a softmax over l: of the Gaussian exponent itself (a
+    # normalised discretised Gaussian) or, as in the paper, of gaussian / sigma.
+    scores = exponent if normalized else jnp.exp(exponent) / sigma
+    return jax.nn.log_softmax(scores, axis=-1)
+
+
+def gld_target(
+    angles: jax.Array,
+    *,
+    num_bins: int = 66,
+    lo: float = -99.0,
+    hi: float = 99.0,
+    sigma: float = 4.0,
+    normalized: bool = False,
+) -> jax.Array:
+    """Gaussian label distributions D, shape (B, 3, num_bins), each summing to 1.
+
+    angles (B, 3). With a = the bin index of the true angle, l = 0..K-1:
+
+    * `normalized=False` (Liu et al. 2019, "Facial Pose Estimation by Deep
+      Learning from Label Distributions", Eq. 1-3, exactly):
+      g_l = exp(-(l - a)^2 / (2 sigma^2)) / sigma and d_l = softmax_l(g_l).
+      Since g_l lies in [0, 1/sigma], this is very flat: for K=66, sigma=4,
+      a=33 the peak is 0.0187, the floor 0.0145 (uniform = 0.0152), and only
+      16% of the mass lies within 4 bins of a.
+    * `normalized=True`: the discretised Gaussian
+      d_l = exp(-(l - a)^2 / (2 sigma^2)) / sum_l' exp(-(l' - a)^2 / (2 sigma^2)).
+      For the same setting the peak is 0.0997, 74% of the mass lies within
+      4 bins, and far bins get ~1e-16.
+    """
+    return jnp.exp(_gld_log_target(angles, num_bins, lo, hi, sigma, normalized))
+
+
+def gld_loss(
+    logits: jax.Array,
+    angles: jax.Array,
+    *,
+    alpha: float = 0.0,
+    sigma: float = 4.0,
+    normalized: bool = False,
+    lo: float = -99.0,
+    hi: float = 99.0,
+) -> jax.Array:
+    """GLD multi-loss: L_Eu + L_KL (+ alpha * expectation_mse).
+
+    logits (B, 3, K), F = softmax(logits); D = gld_target(angles) (B, 3, K).
+    Returns (B,) = sum_{angle} [ ||D - F||_2 + KL(D || F) ]
+    + alpha * expectation_mse(logits, angles), with
+    KL(D || F) = sum_l D_l (log D_l - log F_l). Liu et al. 2019, "Facial Pose
+    Estimation by Deep Learning from Label Distributions" (L = L_Eu + L_KL);
+    alpha = 0 is the paper, alpha > 0 adds Hopenet's expectation regression.
+    log F comes from log_softmax so the KL stays finite at extreme logits;
+    the Euclidean norm uses a safe sqrt so its gradient is finite at D == F.
+    """
+    logits = _f32(logits)
+    _check_binned(logits, angles, "gld_loss")
+    log_d = _gld_log_target(angles, logits.shape[-1], lo, hi, sigma, normalized)
+    d = jnp.exp(log_d)
+    log_f = jax.nn.log_softmax(logits, axis=-1)
+    euclid = _safe_norm(jnp.sum((d - jnp.exp(log_f)) ** 2, axis=-1))
+    kl = jnp.sum(d * (log_d - log_f), axis=-1)
+    per_example = jnp.sum(euclid + kl, axis=-1)
+    return per_example + alpha * expectation_mse(logits, angles, lo=lo, hi=hi)
+
+
+# --- regression (FSA-Net, RankPose) ------------------------------------------------
+
+
+def mae_loss(pred: jax.Array, angles: jax.Array) -> jax.Array:
+    """sum_{angle} |pred - angles|: (B, 3), (B, 3) -> (B,). FSA-Net's objective
+    (Yang et al. 2019, "FSA-Net: Learning Fine-Grained Structure Aggregation
+    for Head Pose Estimation from a Single Image")."""
+    _check_pairs("mae_loss", pred, angles)
+    return jnp.sum(jnp.abs(_f32(pred) - _f32(angles)), axis=-1)
+
+
+def ranking_loss(
+    pred1: jax.Array, pred2: jax.Array, angles1: jax.Array, angles2: jax.Array
+) -> jax.Array:
+    """RankPose's ranking loss on N pairs: (N, 3) x 4 -> (N,).
+
+    sum_d max(0, -sgn(t2_d - t1_d) * (y2_d - y1_d)), t the labels, y the
+    predictions (Dai et al. 2020, "RankPose: Learning Generalised Feature with
+    Rank Supervision for Head Pose Estimation", Eq. 5-6). Zero when the
+    predicted order agrees with the true one; grows linearly with the
+    predicted gap when it does not; tied labels contribute nothing.
+    """
+    _check_pairs("ranking_loss", pred1, pred2, angles1, angles2)
+    order = jnp.sign(_f32(angles2) - _f32(angles1))
+    return jnp.sum(jax.nn.relu(-order * (_f32(pred2) - _f32(pred1))), axis=-1)
+
+
+def rankpose_loss(
+    pred1: jax.Array, pred2: jax.Array, angles1: jax.Array, angles2: jax.Array, *, beta: float = 0.5
+) -> jax.Array:
+    """RankPose total loss on N pairs: (N, 3) x 4 -> (N,).
+
+    beta * (||t1 - y1||^2 + ||t2 - y2||^2) + (1 - beta) * ranking_loss
+    (Dai et al. 2020, Eq. 4 and 7), t the labels, y the predictions, in the
+    unit of the regression head (radians for RankPose's bounded outputs).
+    """
+    _check_pairs("rankpose_loss", pred1, pred2, angles1, angles2)
+    mse = jnp.sum((_f32(angles1) - _f32(pred1)) ** 2, -1)
+    mse = mse + jnp.sum((_f32(angles2) - _f32(pred2)) ** 2, -1)
+    return beta * mse + (1.0 - beta) * ranking_loss(pred1, pred2, angles1, angles2)
+
+
+# --- registry ------------------------------------------------------------------
+
+_UNITS = ("degrees", "radians")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+    """A loss function bound to the model output it consumes.
+
+    fn: the loss; called as fn(output, targets, **kwargs) -> (B,), or, when
+      `pairwise`, fn(out1, out2, targets1, targets2, **kwargs) -> (N,) with the
+      batch of 2N split into its first and second halves (RankPose pairs).
+    output_key: the key of the model's output dict it reads ("logits",
+      "logits_multi", "regression" or "pose").
+    unit: the unit its targets must be in; labels arrive in degrees and are
+      converted with jnp.radians for "radians" terms.
+    """
+
+    fn: Callable[..., jax.Array]
+    output_key: str
+    pairwise: bool = False
+    unit: str = "degrees"
+
+    def __post_init__(self) -> None:
+        if self.unit not in _UNITS:
+            raise ValueError(f"LossTerm unit must be one of {_UNITS}, got {self.unit!r}")
+
+    def options(self) -> tuple[str, ...]:
+        """The keyword options the loss accepts (what a config may set)."""
+        params = inspect.signature(self.fn).parameters.values()
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+LOSSES: dict[str, LossTerm] = {
+    "binned_ce": LossTerm(binned_ce, "logits"),
+    "expectation_mse": LossTerm(expectation_mse, "logits"),
+    "hopenet": LossTerm(hopenet_loss, "logits"),
+    "gld": LossTerm(gld_loss, "logits"),
+    "hybrid": LossTerm(hybrid_loss, "logits_multi"),
+    "mae": LossTerm(mae_loss, "pose"),
+    "ranking": LossTerm(ranking_loss, "regression", pairwise=True, unit="radians"),
+    "rankpose": LossTerm(rankpose_loss, "regression", pairwise=True, unit="radians"),
+}
+
+
+def get_loss(name: str) -> LossTerm:
+    """The registered loss term called `name`; ValueError listing valid names."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+def _halves(tree: Any, name: str) -> tuple[Any, Any]:
+    """Split every array's batch axis into first and second halves (pair members)."""
+    sizes = {x.shape[0] for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1 or next(iter(sizes)) % 2:
+        raise ValueError(
+            f"loss term {name!r} is pairwise: needs an even batch of 2N images, got sizes {sorted(sizes)}"
+        )
+    half = next(iter(sizes)) // 2
+    return jax.tree.map(lambda x: x[:half], tree), jax.tree.map(lambda x: x[half:], tree)
+
+
+def term_values(
+    name: str, outputs: Mapping[str, Any], angles: jax.Array, kwargs: Mapping[str, Any] | None = None
+) -> jax.Array:
+    """Per-example values of one registered term: (B,), or (N,) for pairwise terms.
+
+    outputs: the model's output dict; angles: (B, 3) labels in degrees.
+    """
+    term = get_loss(name)
+    kwargs = dict(kwargs.items()) if kwargs is not None else {}
+    unknown = sorted(set(kwargs) - set(term.options()))
+    if unknown:
+        raise ValueError(
+            f"loss term {name!r}: unknown option(s) {unknown}; valid options: {list(term.options())}"
+        )
+    if term.output_key not in outputs:
+        raise ValueError(
+            f"loss term {name!r} needs model output {term.output_key!r}; "
+            f"the model produces {sorted(outputs)}"
+        )
+    angles = _f32(angles)
+    if angles.ndim != 2 or angles.shape[-1] != 3:
+        raise ValueError(
+            f"loss term {name!r}: labels must have shape (B, 3) in degrees, got {angles.shape}"
+        )
+    targets = jnp.radians(angles) if term.unit == "radians" else angles
+    output = outputs[term.output_key]
+    if term.pairwise:
+        (out1, tgt1), (out2, tgt2) = _halves((output, targets), name)
+        return term.fn(out1, out2, tgt1, tgt2, **kwargs)
+    return term.fn(output, targets, **kwargs)
+
+
+def _parse_term(spec: Sequence[Any]) -> tuple[str, Any, Mapping[str, Any]]:
+    if isinstance(spec, str) or len(spec) not in (2, 3):
+        raise ValueError(f"loss term must be (name, weight) or (name, weight, kwargs), got {spec!r}")
+    return spec[0], spec[1], (spec[2] if len(spec) == 3 else {})
+
+
+def total_loss(
+    outputs: Mapping[str, Any], angles: jax.Array, terms: Sequence[Sequence[Any]]
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Weighted sum of per-term means over examples (pairs for pairwise terms).
+
+    outputs: the model's output dict; angles: (B, 3) labels in degrees;
+    terms: [(name, weight, kwargs), ...] as written in an experiment config,
+    e.g. [("hopenet", 1.0, {"alpha": 2.0})].
+    Returns (sum_t weight_t * mean_t, {name: mean_t}); the dict holds the
+    unweighted means (a name repeated in `terms` gets its index appended).
+    """
+    if not terms:
+        raise ValueError("total_loss: no loss terms given")
+    total = jnp.zeros((), jnp.float32)
+    parts: dict[str, jax.Array] = {}
+    for index, spec in enumerate(terms):
+        name, weight, kwargs = _parse_term(spec)
+        mean = jnp.mean(term_values(name, outputs, angles, kwargs))
+        parts[name if name not in parts else f"{name}_{index}"] = mean
+        total = total + weight * mean
+    return total, parts
