@@ -94,3 +94,61 @@ def crop_box(convention: str, box: np.ndarray, image_shape: tuple[int, ...], *, 
     if convention == "box":
         return np.asarray(box, np.float32)
     raise ValueError(f"unknown crop convention {convention!r}; valid: {', '.join(CROPS)}")
+
+
+# --- BIWI: a face box from the annotated 3D head centre ----------------------
+
+BIWI_HEAD_BOX_MM = 160.0  # side of the square physical face box; see biwi_head_box
+
+
+def project_points(
+    points_mm: np.ndarray,
+    intrinsics: np.ndarray,
+    distortion: np.ndarray,
+    rotation: np.ndarray,
+    translation: np.ndarray,
+) -> np.ndarray:
+    """Project 3D points (N, 3) of a source camera frame into a camera's image: (N, 2) pixels.
+
+    The points are first moved into the camera frame, p_cam = rotation @ p + translation
+    (BIWI `rgb.cal`: R, T map the depth camera frame to the RGB camera frame; checked on
+    the sample frame by overlaying the projected head mesh), then projected with the
+    pinhole intrinsics (3, 3) and the OpenCV distortion coefficients (k1, k2, p1, p2[, k3]).
+    """
+    pts = np.asarray(points_mm, np.float64).reshape(-1, 3)
+    rvec, _ = cv2.Rodrigues(np.asarray(rotation, np.float64))
+    uv, _ = cv2.projectPoints(
+        pts, rvec, np.asarray(translation, np.float64).reshape(3, 1),
+        np.asarray(intrinsics, np.float64), np.asarray(distortion, np.float64).ravel(),
+    )
+    return uv.reshape(-1, 2).astype(np.float32)
+
+
+def biwi_head_box(
+    center_mm: np.ndarray,
+    intrinsics: np.ndarray,
+    distortion: np.ndarray,
+    rotation: np.ndarray,
+    translation: np.ndarray,
+    size_mm: float = BIWI_HEAD_BOX_MM,
+) -> np.ndarray:
+    """BIWI face box: a size_mm x size_mm square facing the RGB camera at the head centre.
+
+    center_mm: (3,) head centre of `frame_*_pose.txt` (depth camera frame, mm).
+    The centre c = rotation @ center + translation (RGB camera frame) projects to
+    (u, v); the box is (u -+ fx s / 2 z, v -+ fy s / 2 z) with z the depth of c.
+    s = 160 mm spans about brow-to-chin and cheek-to-cheek (checked on the sample
+    frame), i.e. about the tight 68-landmark box of 300W-LP, so the landmark-box
+    crop conventions (Hopenet, FSA-Net) apply to it unchanged.
+    Returns (4,) float32 (x_min, y_min, x_max, y_max); raises ValueError when the
+    centre is not in front of the camera.
+    """
+    c = np.asarray(rotation, np.float64) @ np.asarray(center_mm, np.float64).reshape(3)
+    c = c + np.asarray(translation, np.float64).reshape(3)
+    if not np.all(np.isfinite(c)) or c[2] <= 0:
+        raise ValueError(f"head centre {np.round(c, 1)} is not in front of the RGB camera")
+    u, v = project_points(center_mm, intrinsics, distortion, rotation, translation)[0]
+    k = np.asarray(intrinsics, np.float64)
+    half_w = k[0, 0] * size_mm / 2 / c[2]
+    half_h = k[1, 1] * size_mm / 2 / c[2]
+    return np.array([u - half_w, v - half_h, u + half_w, v + half_h], np.float32)
