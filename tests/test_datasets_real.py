@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import tensorflow_datasets as tfds
 
 from input_pipeline import crops
 from input_pipeline.datasets import registry
@@ -27,10 +28,12 @@ def text(value) -> str:
 
 
 def check_geometry(record: dict) -> None:
-    """Box inside the stored crop, and equal to the tight box of the valid stored landmarks."""
+    """Published crops inside the stored crop; box = tight box of the valid stored landmarks."""
     height, width = record["image"].shape[:2]
     box = record["box"]
-    assert 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height
+    # Hopenet's widest training crop (k = 0.4) and FSA-Net's ad = 0.6 crop fit without clipping.
+    for region in (crops.hopenet_crop(box, k=0.4), crops.scale_box(box, 2.2)):
+        assert region[0] >= -0.5 and region[1] >= -0.5 and region[2] <= width + 0.5 and region[3] <= height + 0.5
     points = record["landmarks"]
     valid = points[np.all(points >= 0, axis=1)]
     if len(valid) >= 5:
@@ -148,6 +151,30 @@ def test_wrong_folder_and_names(testdata, tmp_path):
     assert not list(tmp_path.rglob("*.array_record*"))  # nothing half-built left behind
 
 
+class ToyGenerated(tfds.core.GeneratorBasedBuilder):
+    """A generated dataset (no manual folder), as synthetic_heads."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"x": np.int32}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(3):
+            yield i, {"x": i}
+
+
+def test_generated_dataset_takes_no_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "builder_class", lambda name: ToyGenerated)
+    report = build_dataset("toy_generated", None, tmp_path)
+    assert report["splits"] == {"train": 3} and "skipped" not in report
+    with pytest.raises(ValueError, match="toy_generated is generated, not read from files: it takes no source"):
+        build_dataset("toy_generated", tmp_path, tmp_path)
+
+
 # --- BIWI ----------------------------------------------------------------------------
 
 
@@ -176,6 +203,7 @@ def test_biwi_pose_and_geometric_box(testdata, tmp_path):
     np.testing.assert_allclose(record["pose"], [3.3, 7.6, -1.6], atol=0.05)
     assert text(record["identity"]) == "01" and text(record["filename"]) == "hpdb/01/frame_00003_rgb.png"
     assert record["landmarks"].shape == (0, 2)
+    check_geometry(record)
     # Head centre moved into the RGB frame (R c + T) and projected, by hand.
     k, rot, trans, _, centre = biwi_calibration(testdata)
     c = rot @ centre + trans
@@ -379,4 +407,5 @@ def test_afw_generated_anno(tmp_path, writer):
     assert text(got["img1_0"]["filename"]) == "testimages/img1.jpg"
     # The landmarks keep their place relative to the box.
     record = got["img1_0"]
+    check_geometry(record)
     np.testing.assert_allclose(record["landmarks"][0] - record["box"][:2], [10, 30], atol=1e-3)

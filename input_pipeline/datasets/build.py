@@ -341,14 +341,20 @@ def build_dataset(
     skips by reason, and the dataset's other metadata. An already built
     dataset is reused (its stored report is returned) unless overwrite=True.
     builder_kwargs go to the builder (e.g. Biwi's `detections=` CSV path).
-    Raises ValueError for an unknown name, FileNotFoundError for a missing source.
+    Generated datasets (no MANUAL_DOWNLOAD_INSTRUCTIONS, e.g. synthetic_heads)
+    take source=None. Raises ValueError for an unknown name, FileNotFoundError
+    for a missing source folder.
     """
     cls = registry.builder_class(name)
-    if source is None:
-        raise FileNotFoundError(f"{name}: no source folder given: {cls.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
-    source = pathlib.Path(source).expanduser().resolve()
-    if not source.is_dir():
-        raise FileNotFoundError(f"source folder {source} not found: {cls.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
+    expected = (cls.MANUAL_DOWNLOAD_INSTRUCTIONS or "").strip()
+    if not expected and source is not None:
+        raise ValueError(f"{name} is generated, not read from files: it takes no source folder")
+    if expected and source is None:
+        raise FileNotFoundError(f"{name}: no source folder given: {expected}")
+    if expected:
+        source = pathlib.Path(source).expanduser().resolve()
+        if not source.is_dir():
+            raise FileNotFoundError(f"source folder {source} not found: {expected}")
     config = name.split("/", 1)[1] if "/" in name else None
     kwargs = {"config": config} if config else {}
     data_dir = pathlib.Path(data_dir or registry.DEFAULT_DATA_DIR).expanduser()
@@ -359,7 +365,7 @@ def build_dataset(
         builder = cls(data_dir=str(data_dir), **kwargs, **builder_kwargs)
     builder.download_and_prepare(
         file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(source)),
+        download_config=tfds.download.DownloadConfig(manual_dir=str(source) if expected else None),
     )
     config_name = builder.builder_config.name if builder.builder_config else None
     report = {
@@ -367,7 +373,7 @@ def build_dataset(
         "data_dir": str(builder.data_dir),
         "reused": reused,
         "splits": {split: info.num_examples for split, info in builder.info.splits.items()},
-        **dict(builder.info.metadata),
+        **dict(builder.info.metadata or {}),
     }
     print(format_report(report))
     return report
