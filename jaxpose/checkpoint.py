@@ -1,7 +1,11 @@
-"""Orbax checkpoints holding the train state and the grain data-iterator state.
+"""Orbax checkpoints: model variables, optimizer state and the grain data-iterator state.
 
-Saving both makes a resumed run continue at the same step *and* the same
-position in the data stream (same batches as an uninterrupted run).
+Three items per step, so that each reader takes only what it needs:
+* "model": {"params", "batch_stats"} (what eval, predict and `init_from` load;
+  converted pretrained weights are checkpoints with this item alone);
+* "opt":   {"step", "opt_state"} (resuming training);
+* "data":  the grain iterator state, so a resumed run continues at the same
+  position in the data stream (the same batches as an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -20,27 +24,67 @@ def manager(workdir: str | pathlib.Path, *, max_to_keep: int = 3) -> ocp.Checkpo
     return ocp.CheckpointManager(directory, options=options)
 
 
+def model_variables(state: Any) -> dict:
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any | None = None) -> None:
-    """Saves asynchronously; call `mngr.wait_until_finished()` before exiting."""
-    items = {"state": ocp.args.StandardSave(state)}
+    """Saves a TrainState (and the data iterator) asynchronously; `mngr.wait_until_finished()` before exit."""
+    items = {
+        "model": ocp.args.StandardSave(model_variables(state)),
+        "opt": ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+    }
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     mngr.save(step, args=ocp.args.Composite(**items), force=True)
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state: Any, data_iterator: Any | None = None, step: int | None = None):
-    """(state, data_iterator) of `step` (default: latest), restored onto the abstract state's shardings.
+def save_model(workdir: str | pathlib.Path, variables: dict, step: int = 0) -> pathlib.Path:
+    """Writes model variables alone (converted pretrained weights) as a checkpoint of workdir."""
+    mngr = manager(workdir)
+    mngr.save(step, args=ocp.args.Composite(model=ocp.args.StandardSave(variables)), force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+    return pathlib.Path(mngr.directory)
 
-    The data iterator is restored in place when given and the checkpoint has one.
-    """
-    step = mngr.latest_step() if step is None else step
+
+def _latest(mngr: ocp.CheckpointManager) -> int:
+    step = mngr.latest_step()
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None and "data" in mngr.item_metadata(step):
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}; train or convert first")
+    return step
+
+
+def restore_model(workdir: str | pathlib.Path, abstract_variables: Any) -> dict:
+    """The "model" item of workdir's latest checkpoint, placed like `abstract_variables`."""
+    mngr = manager(workdir)
+    try:
+        restored = mngr.restore(_latest(mngr), args=ocp.args.Composite(model=ocp.args.StandardRestore(abstract_variables)))
+    finally:
+        mngr.close()
+    return restored["model"]
+
+
+def restore_training(mngr: ocp.CheckpointManager, abstract_state: Any, data_iterator: Any):
+    """(TrainState, data_iterator) of the latest checkpoint; the iterator is restored in place."""
+    step = _latest(mngr)
+    items = {
+        "model": ocp.args.StandardRestore(model_variables(abstract_state)),
+        "opt": ocp.args.StandardRestore({"step": abstract_state.step, "opt_state": abstract_state.opt_state}),
+        "data": grain.checkpoint.CheckpointRestore(data_iterator),
+    }
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"], restored.get("data", data_iterator)
+    model, opt = restored["model"], restored["opt"]
+    state = abstract_state.replace(
+        step=opt["step"], opt_state=opt["opt_state"], params=model["params"], batch_stats=model["batch_stats"]
+    )
+    return state, restored["data"]
+
+
+def is_training_checkpoint(mngr: ocp.CheckpointManager) -> bool:
+    """True when the latest checkpoint can resume training (not converted weights alone)."""
+    step = mngr.latest_step()
+    return step is not None and (pathlib.Path(mngr.directory) / str(step) / "opt").exists()
 
 
 def abstract_with_sharding(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -14,6 +14,7 @@ import pathlib
 import time
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -99,18 +100,39 @@ def make_optimizer(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Gr
 # --- state ----------------------------------------------------------------------
 
 
-def create_state(config, model: nn.Module, tx, mesh) -> TrainState:
-    """The initial TrainState, created directly on the mesh (replicated), from config.seed."""
+def init_variables(config, model: nn.Module, mesh) -> dict:
+    """{"params", "batch_stats"} from config.seed, created directly on the mesh (replicated)."""
     size = config.data.image_size
 
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-        return TrainState.create(
-            apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=variables.get("batch_stats", {})
-        )
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-    rng = jax.random.PRNGKey(config.seed)
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+
+
+def merge_pretrained(variables: dict, pretrained: dict, source: str) -> tuple[dict, int]:
+    """Replaces the leaves of `variables` found in `pretrained` (same path and shape); returns the count.
+
+    Pretrained trees may cover part of the model (a torchvision backbone
+    without the pose head); a leaf of another shape or an unknown path is an error.
+    """
+    target = flax.traverse_util.flatten_dict(variables, sep="/")
+    loaded = flax.traverse_util.flatten_dict(pretrained, sep="/")
+    for key, value in loaded.items():
+        if key not in target:
+            raise ValueError(f"{source}: tensor {key!r} does not exist in the model")
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model needs {tuple(target[key].shape)}")
+        target[key] = jax.device_put(value, target[key].sharding).astype(target[key].dtype)
+    return flax.traverse_util.unflatten_dict(target, sep="/"), len(loaded)
+
+
+def create_state(model: nn.Module, variables: dict, tx, mesh) -> TrainState:
+    def create(v):
+        return TrainState.create(apply_fn=model.apply, params=v["params"], tx=tx, batch_stats=v["batch_stats"])
+
+    return jax.jit(create, out_shardings=sharding.replicated(mesh))(variables)
 
 
 # --- steps ----------------------------------------------------------------------
@@ -138,10 +160,9 @@ def train_step(state: TrainState, batch: dict, *, normalize: str, terms) -> tupl
     return new_state, step_metrics
 
 
-def eval_step(state: TrainState, images: jax.Array, *, normalize: str) -> jax.Array:
+def eval_step(variables: dict, images: jax.Array, *, model: nn.Module, normalize: str) -> jax.Array:
     """(B, 3) predicted (yaw, pitch, roll) degrees."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return state.apply_fn(variables, preprocess(images, normalize), train=False)["pose"]
+    return model.apply(variables, preprocess(images, normalize), train=False)["pose"]
 
 
 def jit_train_step(config, mesh, state_sharding):
@@ -159,21 +180,29 @@ def jit_train_step(config, mesh, state_sharding):
 
 
 class Setup:
-    """What both loops derive from a config: mesh, model, schedule lengths, optimizer, initial state."""
+    """What the loops derive from a config: mesh, model, initial variables and, for training, the optimizer."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, *, training: bool):
         self.mesh = sharding.make_mesh(config.get("num_devices") or None)
+        self.replicated = sharding.replicated(self.mesh)
         self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
         self.model = build_model(config.model)
+        variables = init_variables(config, self.model, self.mesh)
+        self.abstract_variables = checkpoint.abstract_with_sharding(variables, self.replicated)
+        if not training:
+            return
+        if config.init_from:
+            pretrained = checkpoint.restore_model(config.init_from, None)
+            variables, count = merge_pretrained(variables, pretrained, config.init_from)
+            print(f"initialised {count} tensors from {config.init_from}")
         examples_per_step = self.batch_per_process // 2 if config.data.pairs else self.batch_per_process
         self.steps_per_epoch = max(1, pipeline.train_size(config.data) // examples_per_step)
         self.total_steps = config.num_train_steps or int(config.num_epochs * self.steps_per_epoch)
         tx = make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps)
-        self.state = create_state(config, self.model, tx, self.mesh)
-        self.state_sharding = sharding.replicated(self.mesh)
+        self.state = create_state(self.model, variables, tx, self.mesh)
 
     def abstract_state(self):
-        return checkpoint.abstract_with_sharding(self.state, self.state_sharding)
+        return checkpoint.abstract_with_sharding(self.state, self.replicated)
 
 
 def _write_json(path: pathlib.Path, payload: Any) -> None:
@@ -200,18 +229,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir / "config.json", config.to_dict())
-    setup = Setup(config)
+    setup = Setup(config, training=True)
     data_iter = iter(pipeline.train_dataset(config.data, setup.batch_per_process, config.seed))
     mngr = checkpoint.manager(workdir)
     state = setup.state
-    if mngr.latest_step() is not None:
-        state, data_iter = checkpoint.restore(mngr, setup.abstract_state(), data_iter)
+    if checkpoint.is_training_checkpoint(mngr):
+        state, data_iter = checkpoint.restore_training(mngr, setup.abstract_state(), data_iter)
         print(f"resumed from {mngr.directory} at step {int(state.step)}")
-    step_fn = jit_train_step(config, setup.mesh, setup.state_sharding)
+    step_fn = jit_train_step(config, setup.mesh, setup.replicated)
     state = _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir)
     mngr.wait_until_finished()
     mngr.close()
-    return evaluate(config, workdir, state=state, setup=setup)
+    return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup)
 
 
 def _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir):
@@ -236,25 +265,16 @@ def _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir):
     return state
 
 
-def load_trained_state(config, workdir: str | pathlib.Path, setup: Setup) -> TrainState:
-    """The latest checkpointed state of workdir (one-line error when there is none)."""
-    mngr = checkpoint.manager(workdir)
-    if mngr.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}; train or convert first")
-    state, _ = checkpoint.restore(mngr, setup.abstract_state())
-    mngr.close()
-    return state
-
-
-def predict(config, state: TrainState, setup: Setup, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def predict(config, variables: dict, setup: Setup, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(predictions, labels), each (N, 3) degrees, over every record of dataset/split (all processes)."""
     data_cfg = ml_collections.ConfigDict(config.data.to_dict())
     data_cfg.name = dataset
     batch_sharding = sharding.batch_sharding(setup.mesh)
-    step = jax.jit(functools.partial(eval_step, normalize=config.data.normalize), out_shardings=batch_sharding)
+    step = functools.partial(eval_step, model=setup.model, normalize=config.data.normalize)
+    step = jax.jit(step, out_shardings=batch_sharding)
     preds, labels = [], []
     for batch, valid in pipeline.eval_batches(data_cfg, split, setup.batch_per_process):
-        pred = step(state, sharding.put_batch({"image": batch["image"]}, setup.mesh)["image"])
+        pred = step(variables, sharding.put_batch({"image": batch["image"]}, setup.mesh)["image"])
         local = np.concatenate([np.asarray(s.data) for s in pred.addressable_shards])  # this process's rows
         preds.append(local[:valid])
         labels.append(batch["pose"][:valid])
@@ -266,14 +286,15 @@ def predict(config, state: TrainState, setup: Setup, dataset: str, split: str) -
     return preds, labels
 
 
-def evaluate(config, workdir, *, state: TrainState | None = None, setup: Setup | None = None) -> dict:
+def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None) -> dict:
     """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json."""
     workdir = pathlib.Path(workdir)
-    setup = setup or Setup(config)
-    state = state if state is not None else load_trained_state(config, workdir, setup)
+    setup = setup or Setup(config, training=False)
+    if variables is None:
+        variables = checkpoint.restore_model(workdir, setup.abstract_variables)
     results = {}
-    for dataset, split in config.eval_on:
-        preds, labels = predict(config, state, setup, dataset, split)
+    for dataset, split in config.eval_on or ((config.data.name, config.data.eval_split),):
+        preds, labels = predict(config, variables, setup, dataset, split)
         results[f"{dataset}:{split}"] = {**metrics.mae(preds, labels), "num_images": int(len(labels))}
     _write_json(workdir / "eval.json", results)
     print(metrics.format_mae_table(results))
