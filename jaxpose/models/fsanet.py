@@ -207,11 +207,11 @@ class NetVLADAggregation(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, _, d = x.shape
         k = self.num_capsule
-        std = lambda s: nn.initializers.normal(s)  # noqa: E731  (LOUPE's initial scales)
-        kernel = self.param("cluster_kernel", std(d ** -0.5), (d, k), jnp.float32)
-        bias = self.param("cluster_bias", std(d ** -0.5), (k,), jnp.float32)
-        centres = self.param("cluster_centers", std(d ** -0.5), (1, d, k), jnp.float32)
-        projection = self.param("projection", std(k ** -0.5), (d * k, k * self.dim_capsule), jnp.float32)
+        normal = nn.initializers.normal  # LOUPE's initial scales: 1/sqrt(D), projection 1/sqrt(K)
+        kernel = self.param("cluster_kernel", normal(d ** -0.5), (d, k), jnp.float32)
+        bias = self.param("cluster_bias", normal(d ** -0.5), (k,), jnp.float32)
+        centres = self.param("cluster_centers", normal(d ** -0.5), (1, d, k), jnp.float32)
+        projection = self.param("projection", normal(k ** -0.5), (d * k, k * self.dim_capsule), jnp.float32)
         assign = jax.nn.softmax(x @ kernel + bias, axis=-1)  # (B, I, K)
         vlad = jnp.einsum("bik,bid->bdk", assign, x) - jnp.sum(assign, axis=1)[:, None, :] * centres
         vlad = _l2_normalize(_l2_normalize(vlad, axis=1).reshape(b, d * k), axis=1)
@@ -398,6 +398,7 @@ class SSRNetMD(nn.Module):
             f = (t * r).reshape(images.shape[0], -1).astype(jnp.float32)
             p = nn.relu(dense(NUM_ANGLES * size, name=f"pred_{k}")(f))
             probs.append(p.reshape(-1, NUM_ANGLES, size))
-            scales.append(jnp.tanh(dense(NUM_ANGLES, name=f"delta_{k}")(jnp.tanh(dense(6, name=f"delta_hidden_{k}")(f)))))
-            shifts.append(jnp.tanh(dense(NUM_ANGLES, name=f"local_{k}")(jnp.tanh(dense(6, name=f"local_hidden_{k}")(f)))))
+            for outputs, head in ((scales, "delta"), (shifts, "local")):
+                hidden = jnp.tanh(dense(2 * NUM_ANGLES, name=f"{head}_hidden_{k}")(f))
+                outputs.append(jnp.tanh(dense(NUM_ANGLES, name=f"{head}_{k}")(hidden)))
         return {"pose": ssr_decode(probs, shifts, scales, self.lambda_d, self.value_range)}
