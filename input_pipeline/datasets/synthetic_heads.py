@@ -14,9 +14,11 @@ model is left-right symmetric, so a horizontally flipped image is labelled by
 
 Sign convention: the model is rotated by `jaxpose.angles.euler_to_matrix(pose)`
 (OpenCV camera frame: x right, y down, z away from the camera; the frontal
-nose points to -z), the same signs as AFLW2000 / 300W-LP: yaw > 0 turns the
-nose to the image's left, pitch > 0 looks up, roll > 0 tilts the top of the
-head to the image's left.
+nose points to -z), so the labels mean what they mean everywhere in jaxpose:
+yaw > 0 turns the nose to the image's left, pitch > 0 looks up, roll turns
+the face in the image plane (jaxpose.angles documents roll > 0 as the top of
+the head tilting to the image's left; the AFLW2000 fixtures show the top
+tilting to the right - see the xfail test in tests/test_synthetic_heads.py).
 
 Distributions, per record: yaw ~ U[-90, 90], pitch ~ U[-60, 60],
 roll ~ U[-50, 50] degrees (independent); light direction from the camera
