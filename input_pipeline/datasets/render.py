@@ -276,8 +276,8 @@ def _hair_mesh(ident: Identity) -> Mesh:
     front, back = np.arccos(-ident.hair_front), np.arccos(-ident.hair_back)
     edge = front + (back - front) * ((1 - np.cos(u)) / 2) ** 1.3
     f = np.linspace(0, 1, n_v + 1)[:, None]
-    v = f * edge
-    unit = np.stack([np.sin(v) * np.sin(u), -np.cos(v) + 0 * u, -np.sin(v) * np.cos(u)], -1)
+    v = f * edge  # (n_v + 1, n_u + 1) polar angles; column n_u repeats column 0
+    unit = np.stack([np.sin(v) * np.sin(u), -np.cos(v), -np.sin(v) * np.cos(u)], -1)
     lift = 1 + ident.hair_volume * (0.3 + 0.7 * (1 - f**2))
     vertices = (_skull_point(ident, unit) * lift[..., None]).reshape(-1, 3)
     i, j = np.meshgrid(np.arange(n_v), np.arange(n_u), indexing="ij")
