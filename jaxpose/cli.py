@@ -3,7 +3,7 @@
     jaxpose train   --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose eval    --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose sweep   --config experiments/X.py --workdir W [--config.key=value ...]
-    jaxpose data build NAME [--source DIR] [--data_dir D]
+    jaxpose data build NAME [--source DIR] [--data_dir D] [--detections CSV] [--overwrite]
 
 Expected failures (a missing file, an unknown key or name, a non-finite
 loss) print one line `jaxpose: error: ...` and exit with status 1; set
@@ -86,7 +86,8 @@ def _data(args, overrides):
 
     if overrides:
         raise ValueError(f"unrecognized arguments: {' '.join(overrides)}")
-    build_dataset(args.name, args.source, args.data_dir)
+    extra = {"detections": args.detections} if args.detections else {}
+    build_dataset(args.name, args.source, args.data_dir, overwrite=args.overwrite, **extra)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("name", help="dataset name, e.g. aflw2000 or biwi/protocol2")
     build.add_argument("--source", help="folder with the dataset as distributed (not for synthetic_heads)")
     build.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"where datasets are built (default {DEFAULT_DATA_DIR})")
+    build.add_argument("--detections", help="BIWI only: CSV of face boxes (frame, x_min, y_min, x_max, y_max) replacing the geometric boxes")
+    build.add_argument("--overwrite", action="store_true", help="delete and rebuild an already built dataset")
     return p
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 import pathlib
 import sys
 from types import ModuleType
@@ -18,7 +17,9 @@ from typing import Any
 
 import ml_collections
 
-DEFAULT_DATA_DIR = os.environ.get("JAXPOSE_DATA_DIR", str(pathlib.Path.home() / "jaxpose_data"))
+from input_pipeline.datasets import registry
+
+DEFAULT_DATA_DIR = str(registry.DEFAULT_DATA_DIR)
 
 
 def base_config() -> ml_collections.ConfigDict:

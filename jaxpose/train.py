@@ -154,8 +154,8 @@ def train_step(state: TrainState, batch: dict, *, normalize: str, terms) -> tupl
         "loss": loss,
         **{f"loss_{name}": value for name, value in per_term.items()},
         "mae": jnp.mean(jnp.abs(pose - batch["pose"])),
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(state.params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(state.params),
     }
     return new_state, step_metrics
 

@@ -17,3 +17,29 @@ def testdata() -> pathlib.Path:
             pytest.fail(message)
         pytest.skip(message)
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> pathlib.Path:
+    """A data_dir holding synthetic_heads/tiny (48 train, 24 test records), built once per session."""
+    from input_pipeline.datasets import registry
+
+    data_dir = tmp_path_factory.mktemp("data")
+    registry.get_builder("synthetic_heads/tiny", data_dir).download_and_prepare(file_format="array_record")
+    return data_dir
+
+
+def tiny_config(data_dir, **overrides):
+    """A config that trains resnet_tiny at 32 px on synthetic_heads/tiny in seconds."""
+    from jaxpose.config import apply_overrides, base_config
+
+    config = base_config()
+    config.data.name = "synthetic_heads/tiny"
+    config.data.data_dir = str(data_dir)
+    config.data.image_size = 32
+    config.model.name = "resnet_tiny"
+    config.batch_size = 8
+    config.num_train_steps = 4
+    config.log_every = 1
+    config.checkpoint_every = 2
+    return apply_overrides(config, overrides)

@@ -8,6 +8,7 @@ Builder configs are selected as "name/config" (e.g. "biwi/protocol2").
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 
 import tensorflow_datasets as tfds
@@ -21,7 +22,8 @@ DATASETS = {
     "afw": "input_pipeline.datasets.afw:Afw",
 }
 
-DEFAULT_DATA_DIR = pathlib.Path.home() / "jaxpose_data"
+# Where datasets are built unless a command says otherwise.
+DEFAULT_DATA_DIR = pathlib.Path(os.environ.get("JAXPOSE_DATA_DIR", pathlib.Path.home() / "jaxpose_data"))
 
 
 def builder_class(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
