@@ -55,11 +55,19 @@ def preprocess(images: jax.Array, normalize: str) -> jax.Array:
 
 
 def loss_terms(config: ml_collections.ConfigDict) -> list[tuple[str, float, dict]]:
-    """config.losses {name: {weight, **kwargs}} -> [(name, weight, kwargs)] for losses.total_loss."""
+    """config.losses {name: {weight, **kwargs}} -> [(name, weight, kwargs)] for losses.total_loss.
+
+    Binned terms default to the head's bin range (head_kwargs lo/hi), so a
+    head over other bins never meets a loss assuming [-99, 99].
+    """
+    head_range = {k: config.model.head_kwargs[k] for k in ("lo", "hi") if k in config.model.get("head_kwargs", {})}
     terms = []
     for name, spec in config.losses.items():
         kwargs = dict(spec)
-        terms.append((name, float(kwargs.pop("weight", 1.0)), kwargs))
+        weight = float(kwargs.pop("weight", 1.0))
+        options = losses.get_loss(name).options()
+        kwargs = {**{k: v for k, v in head_range.items() if k in options}, **kwargs}
+        terms.append((name, weight, kwargs))
     return terms
 
 
@@ -286,8 +294,24 @@ def predict(config, variables: dict, setup: Setup, dataset: str, split: str) -> 
     return preds, labels
 
 
+def _dataset_report(workdir: pathlib.Path, dataset: str, split: str, preds: np.ndarray, labels: np.ndarray) -> dict:
+    """MAE row, cumulative error curves (JSON + PNG) and, on AFW, the yaw accuracy."""
+    row = {**metrics.mae(preds, labels), "num_images": int(len(labels))}
+    stem = f"ced_{dataset.replace('/', '-')}_{split}"
+    curves = metrics.cumulative_error_curves(preds, labels)
+    _write_json(workdir / f"{stem}.json", {k: np.asarray(v).tolist() for k, v in curves.items()})
+    metrics.save_cumulative_error_plot(curves, workdir / f"{stem}.png")
+    if dataset.split("/")[0] == "afw":  # AFW labels only yaw
+        row.update(metrics.afw_yaw_accuracy(preds[:, 0], labels[:, 0]))
+    return row
+
+
 def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None) -> dict:
-    """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json."""
+    """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json.
+
+    Also writes cumulative error curves (ced_<dataset>_<split>.json/.png)
+    and, for AFW, the yaw accuracy at 15 and 30 degrees.
+    """
     workdir = pathlib.Path(workdir)
     setup = setup or Setup(config, training=False)
     if variables is None:
@@ -295,7 +319,10 @@ def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | N
     results = {}
     for dataset, split in config.eval_on or ((config.data.name, config.data.eval_split),):
         preds, labels = predict(config, variables, setup, dataset, split)
-        results[f"{dataset}:{split}"] = {**metrics.mae(preds, labels), "num_images": int(len(labels))}
+        results[f"{dataset}:{split}"] = _dataset_report(workdir, dataset, split, preds, labels)
     _write_json(workdir / "eval.json", results)
     print(metrics.format_mae_table(results))
+    for name, row in results.items():
+        if "acc_15" in row:
+            print(f"{name} yaw accuracy: {100 * row['acc_15']:.1f}% within 15 deg, {100 * row['acc_30']:.1f}% within 30 deg")
     return results
