@@ -8,13 +8,14 @@ the OpenCV camera frame (x right, y down, z away from the camera):
 
 * yaw > 0: the nose turns towards the image's left;
 * pitch > 0: the face looks up;
-* roll > 0: the top of the head tilts towards the image's left
-  (counter-clockwise as seen in the image).
+* roll > 0: the top of the head tilts towards the image's right
+  (clockwise as seen in the image; the image-right eye is the lower one).
 
 `euler_to_matrix` maps head-model coordinates (same axes as the camera for a
 frontal face, nose pointing towards the camera, i.e. -z) to camera
-coordinates as R = Rz(-roll) @ Ry(yaw) @ Rx(-pitch): pitch first, then yaw,
-then roll about the viewing axis, the order 3DDFA (300W-LP) uses.
+coordinates as R = Rx(-pitch) @ Ry(yaw) @ Rz(roll): roll about the face's
+own axis first, then yaw, then pitch. This order and these signs fit the
+AFLW2000 fixtures' 3D landmarks (`pt3d_68`) at their `Pose_Para` poses.
 
 Binning uses `num_bins` equal bins over [lo, hi]; Hopenet's is 66 bins of 3
 degrees over [-99, 99].
@@ -91,20 +92,22 @@ def _rz(a: np.ndarray) -> np.ndarray:
 def euler_to_matrix(angles: np.ndarray) -> np.ndarray:
     """(yaw, pitch, roll) degrees (..., 3) -> rotation matrices (..., 3, 3)."""
     yaw, pitch, roll = np.moveaxis(np.radians(np.asarray(angles, np.float64)), -1, 0)
-    return _rz(-roll) @ _ry(yaw) @ _rx(-pitch)
+    return _rx(-pitch) @ _ry(yaw) @ _rz(roll)
 
 
 def matrix_to_euler(rotation: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> (yaw, pitch, roll) degrees (..., 3).
 
-    Inverse of `euler_to_matrix` for |yaw| < 90 degrees (the Rz Ry Rx
+    Inverse of `euler_to_matrix` for |yaw| < 90 degrees (the Rx Ry Rz
     decomposition is unique there; at |yaw| = 90 pitch and roll mix).
+    For R = Rx(a) Ry(b) Rz(c): R02 = sin b, R12 = -sin a cos b,
+    R22 = cos a cos b, R01 = -cos b sin c, R00 = cos b cos c.
     """
     r = np.asarray(rotation, np.float64)
-    rx = np.arctan2(r[..., 2, 1], r[..., 2, 2])
-    ry = np.arctan2(-r[..., 2, 0], np.hypot(r[..., 2, 1], r[..., 2, 2]))
-    rz = np.arctan2(r[..., 1, 0], r[..., 0, 0])
-    return np.degrees(np.stack([ry, -rx, -rz], -1))
+    rx = np.arctan2(-r[..., 1, 2], r[..., 2, 2])
+    ry = np.arctan2(r[..., 0, 2], np.hypot(r[..., 1, 2], r[..., 2, 2]))
+    rz = np.arctan2(-r[..., 0, 1], r[..., 0, 0])
+    return np.degrees(np.stack([ry, -rx, rz], -1))
 
 
 def flip_horizontal(angles):

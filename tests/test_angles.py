@@ -57,7 +57,7 @@ def test_euler_signs_follow_the_documented_convention():
     nose, top = np.array([0, 0, -1.0]), np.array([0, -1.0, 0])  # camera frame: x right, y down
     assert (angles.euler_to_matrix([30, 0, 0]) @ nose)[0] < 0  # yaw > 0: nose to image-left
     assert (angles.euler_to_matrix([0, 30, 0]) @ nose)[1] < 0  # pitch > 0: looks up
-    assert (angles.euler_to_matrix([0, 0, 30]) @ top)[0] < 0  # roll > 0: top to image-left
+    assert (angles.euler_to_matrix([0, 0, 30]) @ top)[0] > 0  # roll > 0: top to image-right
 
 
 def test_flip_negates_yaw_and_roll_and_is_an_involution():

@@ -187,12 +187,6 @@ def test_roll_follows_the_angles_convention():
     assert np.degrees(np.arctan2(-eye_line[1], eye_line[0])) == pytest.approx(-30 * side, abs=1.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="jaxpose.angles.euler_to_matrix (Rz(-roll) Ry(yaw) Rx(-pitch)) does not fit AFLW2000: "
-    "the fixtures fit Rx(-pitch) Ry(yaw) Rz(roll), roll > 0 tilting the head top to the image right",
-)
 def test_synthetic_landmarks_match_aflw2000_fixtures(testdata):
     """Rendered at an AFLW2000 image's pose, the synthetic face's eye line and nose offset match the real face's."""
     scipy_io = pytest.importorskip("scipy.io")
