@@ -128,6 +128,12 @@ def test_identities_have_several_poses_and_splits_are_disjoint(records):
     assert a != b
 
 
+def test_pose_range_config():
+    config = SyntheticHeadsConfig(name="narrow", pose_range=(30.0, 20.0, 10.0))
+    poses = np.stack([make_example(config, "train", i)["pose"] for i in range(12)])
+    assert np.all(np.abs(poses) <= [30, 20, 10]) and np.abs(poses[:, 0]).max() > 15
+
+
 def test_records_do_not_depend_on_generation_order():
     config = SyntheticHeadsConfig(name="tiny")
     first = make_example(config, "train", 13)
@@ -174,17 +180,16 @@ def test_pitch_sign_from_landmarks():
     assert nose_below_eyes(-30) > nose_below_eyes(0) + 3
 
 
-def test_roll_follows_the_angles_convention():
-    """roll rotates the face in the image plane, towards the side where
-    `jaxpose.angles.euler_to_matrix` sends the top of the head."""
-    top_x = (angles.euler_to_matrix([0, 0, 30]) @ [0, -1, 0])[0]
-    side = np.sign(top_x)  # -1: image-left (the documented convention), +1: image-right
-    p = _landmarks((0, 0, 30))
-    brows = (p["left_brow_center"] + p["right_brow_center"]) / 2
-    assert side * (brows[0] - p["chin"][0]) > 10
-    eye_line = p["right_eye_center"] - p["left_eye_center"]
-    # The image-right eye rises when the top tilts left (counter-clockwise on screen).
-    assert np.degrees(np.arctan2(-eye_line[1], eye_line[0])) == pytest.approx(-30 * side, abs=1.5)
+def test_roll_sign_from_landmarks():
+    # roll > 0 tilts the top of the head to the image's right (clockwise on screen, as in
+    # AFLW2000): the brows move right of the chin and the image-right eye drops below the left one.
+    for roll, side in ((30, 1), (-30, -1)):
+        p = _landmarks((0, 0, roll))
+        brows = (p["left_brow_center"] + p["right_brow_center"]) / 2
+        assert side * (brows[0] - p["chin"][0]) > 10
+        assert side * (p["right_eye_center"][1] - p["left_eye_center"][1]) > 10
+        eye_line = p["right_eye_center"] - p["left_eye_center"]
+        assert np.degrees(np.arctan2(eye_line[1], eye_line[0])) == pytest.approx(roll, abs=1.5)  # y down
 
 
 def test_synthetic_landmarks_match_aflw2000_fixtures(testdata):

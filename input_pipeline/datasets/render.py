@@ -15,8 +15,9 @@ face, whose nose points to -z, as in `jaxpose.angles`):
 Every part is left-right symmetric, so a mirrored image is exactly the head
 with yaw and roll negated (`jaxpose.angles.flip_horizontal`).
 
-The model is rotated by `jaxpose.angles.euler_to_matrix(pose)`, placed in
-front of a pinhole camera and drawn with a painter's algorithm: back faces
+The model is rotated by `jaxpose.angles.euler_to_matrix(pose)` (yaw > 0: nose
+to the image's left; pitch > 0: looks up; roll > 0: top of the head to the
+image's right, as in AFLW2000 / 300W-LP), placed in front of a pinhole camera and drawn with a painter's algorithm: back faces
 are culled (each part is convex, so its visible faces never overlap), and
 the parts are drawn in an order decided by which side of the plane
 separating two touching parts the camera is on (the far ear, then a nose
