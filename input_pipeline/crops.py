@@ -13,14 +13,27 @@ import numpy as np
 CROPS = ("hopenet", "fsanet", "box")
 
 
-def landmark_box(landmarks: np.ndarray) -> np.ndarray:
-    """Tight box of the valid 2D landmarks (N, 2); points with a coordinate <= 0 are missing.
+def landmark_box(landmarks: np.ndarray, *, rule: str = "both") -> np.ndarray:
+    """Tight box (4,) of the valid 2D landmarks (N, 2); points with a coordinate <= 0 are missing.
 
-    AFLW2000 stores missing points as -1; FSA-Net's code keeps points > 0.
-    Raises ValueError when no point is valid.
+    AFLW2000 stores a missing point as (-1, H + 2). rule "both" keeps points
+    whose two coordinates are > 0; rule "fsanet" is the official FSA-Net
+    code's: the points with x > 0, or those with y > 0 if that keeps fewer
+    (the two agree on AFLW2000, whose missing points have x = -1); rule
+    "all" keeps every point, missing ones included, as Hopenet's released
+    AFLW2000 loader does. Raises ValueError when no point is kept.
     """
     pts = np.asarray(landmarks, np.float32).reshape(-1, 2)
-    pts = pts[np.all(pts > 0, axis=1)]
+    if rule == "both":
+        keep = np.all(pts > 0, axis=1)
+    elif rule == "all":
+        keep = np.ones(len(pts), bool)
+    elif rule == "fsanet":
+        keep_x, keep_y = pts[:, 0] > 0, pts[:, 1] > 0
+        keep = keep_y if keep_x.sum() > keep_y.sum() else keep_x
+    else:
+        raise ValueError(f"unknown landmark rule {rule!r}; valid: both, fsanet, all")
+    pts = pts[keep]
     if len(pts) == 0:
         raise ValueError("no valid landmark (all coordinates <= 0)")
     return np.array([*pts.min(0), *pts.max(0)], np.float32)
@@ -41,17 +54,35 @@ def hopenet_crop(box: np.ndarray, k: float = 0.2) -> np.ndarray:
     return np.array([x_min, y_min, x_max, y_max], np.float32)
 
 
-def fsanet_crop(box: np.ndarray, image_shape: tuple[int, ...], ad: float = 0.6) -> np.ndarray:
-    """FSA-Net's crop: the box enlarged by `ad` of its width and height on every side, clipped to the image."""
-    x_min, y_min, x_max, y_max = (float(v) for v in box)
+def fsanet_crop(box: np.ndarray, image_shape: tuple[int, ...], ad: float = 0.6,
+                bounds: np.ndarray | None = None) -> np.ndarray:
+    """FSA-Net's crop (data/type1/TYY_create_db_type1.py): the box enlarged by `ad` of its size on every side.
+
+    Reproduces the official integer arithmetic: the tight box is truncated
+    with int() before w = x_max - x_min, h = y_max - y_min are taken; the
+    enlarged box (x_min - ad w, y_min - ad h, x_max + ad w, y_max + ad h) is
+    truncated with int() (not rounded) and clipped to [0, W - 1] x [0, H - 1].
+    The result has whole-pixel coordinates and is cut with an exclusive end,
+    image[y0:y1, x0:x1] (`crop_resize`), so the last row and column of the
+    image are never part of it, as in the official code.
+
+    bounds: where the source image lies in this image's pixels, (x0, y0, x1,
+    y1) exclusive, when the image is a stored crop padded beyond the source
+    image; the clipping then happens at the source image's edges, which gives
+    the official pixels when the crop was cut at a whole-pixel offset without
+    scaling. Default: the image itself, (0, 0, W, H).
+    """
+    # Python's int() truncates toward zero; the official boxes are positive before clipping.
+    x_min, y_min, x_max, y_max = (int(float(v)) for v in box)
     w, h = x_max - x_min, y_max - y_min
     height, width = image_shape[:2]
+    left, top, right, bottom = (0, 0, width, height) if bounds is None else (int(round(float(v))) for v in bounds)
     return np.array(
         [
-            max(x_min - ad * w, 0.0),
-            max(y_min - ad * h, 0.0),
-            min(x_max + ad * w, width - 1.0),
-            min(y_max + ad * h, height - 1.0),
+            max(int(x_min - ad * w), left),
+            max(int(y_min - ad * h), top),
+            min(int(x_max + ad * w), right - 1),
+            min(int(y_max + ad * h), bottom - 1),
         ],
         np.float32,
     )
@@ -66,12 +97,22 @@ def scale_box(box: np.ndarray, scale: float, shift: tuple[float, float] = (0.0, 
     return np.concatenate([centre - size * scale / 2, centre + size * scale / 2]).astype(np.float32)
 
 
-def crop_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+# How each convention's published code resizes the cut region. FSA-Net: cv2.resize with its
+# default bilinear filter (no anti-aliasing); Hopenet: PIL's bilinear resize, which widens its
+# filter when shrinking, approximated by INTER_AREA when shrinking and bilinear when enlarging.
+RESIZE = {"hopenet": "area", "fsanet": "bilinear", "box": "area"}
+
+
+def crop_resize(image: np.ndarray, box: np.ndarray, size: int, *, convention: str = "hopenet") -> np.ndarray:
     """Cut `box` out of `image` (black outside the image, as PIL's crop) and resize to size x size.
 
-    The box is rounded to whole pixels like the published code (PIL crop with
-    int coordinates; FSA-Net's numpy slicing).
+    image: (H, W, C) uint8; returns (size, size, C). The box is rounded to
+    whole pixels like the published code (PIL crop with int coordinates;
+    FSA-Net's numpy slicing) and its end is exclusive: image[y0:y1, x0:x1].
+    `convention` picks the published resize filter (see RESIZE).
     """
+    if convention not in RESIZE:
+        raise ValueError(f"unknown crop convention {convention!r}; valid: {', '.join(CROPS)}")
     x0, y0, x1, y1 = (int(round(float(v))) for v in box)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"empty crop box {tuple(np.round(box, 1))}")
@@ -81,16 +122,21 @@ def crop_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
         image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
     patch = image[y0:y1, x0:x1]
-    interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interpolation)
+    area = RESIZE[convention] == "area" and patch.shape[0] > size
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
-def crop_box(convention: str, box: np.ndarray, image_shape: tuple[int, ...], *, k: float = 0.2) -> np.ndarray:
-    """The model-input region for a face box under a named convention (see CROPS)."""
+def crop_box(convention: str, box: np.ndarray, image_shape: tuple[int, ...], *, k: float = 0.2,
+             bounds: np.ndarray | None = None) -> np.ndarray:
+    """The model-input region for a face box under a named convention (see CROPS).
+
+    k: Hopenet's margin; bounds: the source image's extent for FSA-Net's
+    clipping (see `fsanet_crop`). Cut it with `crop_resize(..., convention=)`.
+    """
     if convention == "hopenet":
         return hopenet_crop(box, k)
     if convention == "fsanet":
-        return fsanet_crop(box, image_shape)
+        return fsanet_crop(box, image_shape, bounds=bounds)
     if convention == "box":
         return np.asarray(box, np.float32)
     raise ValueError(f"unknown crop convention {convention!r}; valid: {', '.join(CROPS)}")

@@ -4,6 +4,8 @@
     jaxpose eval    --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose sweep   --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose data build NAME [--source DIR] [--data_dir D] [--detections CSV] [--overwrite]
+    jaxpose convert {fsanet-keras,torchvision-resnet,hopenet} SRC --workdir W
+    jaxpose predict --config experiments/X.py --workdir W [--boxes CSV] [--output CSV] [IMAGE_OR_FOLDER ...]
 
 Expected failures (a missing file, an unknown key or name, a non-finite
 loss) print one line `jaxpose: error: ...` and exit with status 1; set
@@ -13,6 +15,7 @@ JAXPOSE_DEBUG=1 for the full traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -90,6 +93,42 @@ def _data(args, overrides):
     build_dataset(args.name, args.source, args.data_dir, overwrite=args.overwrite, **extra)
 
 
+@command("convert")
+def _convert(args, overrides):
+    from jaxpose.pretrained import convert
+
+    if overrides:
+        raise ValueError(f"unrecognized arguments: {' '.join(overrides)}")
+    directory = convert(args.kind, args.src, args.workdir)
+    record = json.loads((pathlib.Path(args.workdir) / "converted.json").read_text())
+    print(f"checkpoint: {directory}")
+    print(f"config overrides: {' '.join(record['overrides'])}")
+
+
+@command("predict")
+def _predict(args, overrides):
+    from jaxpose import pretrained
+
+    config = _config(args, overrides)
+    if args.boxes and args.images:
+        raise ValueError("give image files/folders or --boxes CSV, not both (the CSV names the images)")
+    if args.boxes:
+        paths, boxes = pretrained.read_boxes(args.boxes)
+    elif args.images:
+        paths, boxes = pretrained.image_paths(args.images), None
+    else:
+        raise ValueError("no images: name image files or folders (face crops), "
+                         "or --boxes CSV (path,x_min,y_min,x_max,y_max)")
+    if not pathlib.Path(args.workdir).is_dir():
+        raise FileNotFoundError(f"workdir not found: {args.workdir}")
+    poses = pretrained.predict_images(config, args.workdir, paths, boxes)
+    for path, (yaw, pitch, roll) in zip(paths, poses):
+        print(f"{path}  yaw {yaw:7.2f}  pitch {pitch:7.2f}  roll {roll:7.2f}")
+    if args.output:
+        pretrained.write_predictions(args.output, paths, boxes, poses)
+        print(f"wrote {len(poses)} rows to {args.output}")
+
+
 def parser() -> argparse.ArgumentParser:
     from jaxpose.config import DEFAULT_DATA_DIR
 
@@ -108,7 +147,30 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"where datasets are built (default {DEFAULT_DATA_DIR})")
     build.add_argument("--detections", help="BIWI only: CSV of face boxes (frame, x_min, y_min, x_max, y_max) replacing the geometric boxes")
     build.add_argument("--overwrite", action="store_true", help="delete and rebuild an already built dataset")
+    _add_convert(sub)
+    _add_predict(sub)
     return p
+
+
+CONVERT_HELP = "fsanet-keras (official FSA-Net .h5), torchvision-resnet (ImageNet .pth) or hopenet (original .pkl)"
+
+
+def _add_convert(sub) -> None:
+    # Kinds are checked by jaxpose.pretrained.convert, so that `jaxpose --help` need not import JAX.
+    convert = sub.add_parser("convert", help="published weights -> a checkpoint for eval, predict and init_from")
+    convert.add_argument("kind", help=CONVERT_HELP)
+    convert.add_argument("src", help="the weights file; FSA-Net files keep their official names, "
+                                     "e.g. fsanet_capsule_3_16_2_21_5.h5")
+    convert.add_argument("--workdir", required=True, help="new folder for the checkpoint and converted.json")
+
+
+def _add_predict(sub) -> None:
+    predict = sub.add_parser("predict", help="pose of the faces in one's own images (give face boxes or crops)")
+    predict.add_argument("--config", required=True, help="the experiment the checkpoint belongs to")
+    predict.add_argument("--workdir", required=True, help="trained or converted checkpoint")
+    predict.add_argument("images", nargs="*", help="face crops: image files or folders (each image resized whole)")
+    predict.add_argument("--boxes", help="CSV of face boxes: path,x_min,y_min,x_max,y_max (paths relative to it)")
+    predict.add_argument("--output", help="write path,box,yaw,pitch,roll rows (degrees) to this CSV")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,183 @@
+"""Pretrained weights end to end: convert -> checkpoint -> `train.evaluate` and `predict_images`.
+
+The official FSA-Net (1x1 capsule) weights are converted into a workdir once,
+then evaluated through the whole data path (AFLW2000 fixtures built into a
+TFDS data_dir, the stored loose crop, `augment.prepare`, `train.eval_step`)
+and run on the original images with `predict_images`.
+"""
+
+import json
+import pathlib
+
+import cv2
+import jax
+import numpy as np
+import pytest
+import scipy.io
+from test_pretrained_fsanet import official_steps
+
+from input_pipeline import crops
+from input_pipeline.datasets.build import build_dataset
+from jaxpose import checkpoint, pretrained, train
+from jaxpose.angles import from_pose_para
+from jaxpose.config import apply_overrides, base_config, load_config
+from jaxpose.models import build_model
+
+WEIGHTS = "fsanet_capsule_3_16_2_21_5"
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def converted(testdata, tmp_path_factory):
+    """(workdir, converted.json record) of the official 1x1 capsule weights."""
+    workdir = tmp_path_factory.mktemp("fsanet") / "w"
+    directory = pretrained.convert("fsanet-keras", testdata / "fsanet_keras" / f"{WEIGHTS}.h5", workdir)
+    assert directory == workdir.resolve() / "checkpoints"
+    return workdir, json.loads((workdir / "converted.json").read_text())
+
+
+def fsanet_config(record: dict, **overrides):
+    """base_config + the overrides `jaxpose convert` printed: enough to run the weights."""
+    flags = dict(flag.removeprefix("--config.").split("=", 1) for flag in record["overrides"])
+    return apply_overrides(apply_overrides(base_config(), flags), overrides)
+
+
+@pytest.fixture(scope="module")
+def aflw(testdata):
+    """(image paths, FSA-Net boxes (16, 4), official 64 px crops (BGR), truth) of the 16 fixtures."""
+    paths = sorted((testdata / "aflw2000").glob("*.jpg"))
+    boxes, official, truth = [], [], []
+    for jpg in paths:
+        mat = scipy.io.loadmat(jpg.with_suffix(".mat"))
+        boxes.append(crops.landmark_box(mat["pt2d"].T, rule="fsanet"))
+        official.append(official_steps(cv2.imread(str(jpg)), mat["pt2d"]))
+        truth.append(from_pose_para(mat["Pose_Para"][0]))
+    return paths, np.stack(boxes), np.stack(official), np.stack(truth)
+
+
+def test_converted_record_and_checkpoint(converted, testdata):
+    workdir, record = converted
+    assert record["kind"] == "fsanet-keras" and record["variant"] == pretrained.fsanet_settings(f"{WEIGHTS}.h5")
+    assert record["config"]["data.crop"] == "fsanet" and record["config"]["data.normalize"] == "bgr255"
+    assert "--config.model.kwargs.scoring=conv" in record["overrides"]
+    assert "--config.data.channels=bgr" in record["overrides"]
+    expected = pretrained.fsanet_keras_variables(
+        testdata / "fsanet_keras" / f"{WEIGHTS}.h5", build_model(fsanet_config(record).model))
+    restored = checkpoint.restore_model(workdir, None)
+    assert jax.tree.structure(restored) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        pretrained.convert("fsanet-keras", testdata / "fsanet_keras" / f"{WEIGHTS}.h5", workdir)
+
+
+def test_eval_through_the_dataset(converted, aflw, testdata, tmp_path_factory):
+    workdir, record = converted
+    data_dir = tmp_path_factory.mktemp("data")
+    report = build_dataset("aflw2000", testdata / "aflw2000", data_dir)
+    assert report["splits"] == {"test": 16}
+    config = fsanet_config(record, **{"data.data_dir": str(data_dir), "eval_on": (("aflw2000", "test"),)})
+    results = train.evaluate(config, workdir)["aflw2000:test"]
+    direct = np.abs(pretrained.load_fsanet_keras(testdata / "fsanet_keras" / f"{WEIGHTS}.h5")(aflw[2]) - aflw[3])
+    print(f"jaxpose eval mean MAE {results['mean']:.3f} vs direct Predictor on official crops {direct.mean():.3f}")
+    assert results["num_images"] == 16 and results["mean"] < 5.0
+    # The stored record is a JPEG of the loose crop, downscaled so the face box is at most
+    # 128 px (AFLW2000 faces are 135-210 px), and padded black where FSA-Net's crop would
+    # be clipped to the source image (14 of 16 here): the pixels differ from the official
+    # crop's, the MAE by a few tenths of a degree (4.69 vs 4.36 when written).
+    assert abs(results["mean"] - direct.mean()) < 0.6
+    assert json.loads((workdir / "eval.json").read_text())["aflw2000:test"]["mean"] == pytest.approx(results["mean"])
+
+
+def test_predict_images_equals_official_crops(converted, aflw, testdata):
+    workdir, record = converted
+    paths, boxes, official, _ = aflw
+    config = fsanet_config(record, batch_size=8)  # 16 faces: two full batches
+    poses = pretrained.predict_images(config, workdir, paths, boxes)
+    expected = pretrained.load_fsanet_keras(testdata / "fsanet_keras" / f"{WEIGHTS}.h5")(official)
+    np.testing.assert_allclose(poses, expected, atol=1e-3)
+
+
+def test_prepare_face_whole_image_and_channels(converted, aflw, tmp_path):
+    _, record = converted
+    config = fsanet_config(record)
+    crop = aflw[2][0]  # an official 64 px crop, BGR
+    cv2.imwrite(str(tmp_path / "crop.png"), crop)
+    image = pretrained.read_image(tmp_path / "crop.png")  # RGB, like the pipeline's decoded records
+    np.testing.assert_array_equal(image, crop[..., ::-1])
+    # No box: the image is the crop, resized whole (here 64 -> 64, unchanged) and put back in BGR.
+    np.testing.assert_array_equal(pretrained.prepare_face(image, None, config.data), crop)
+    config.data.channels = "rgb"
+    np.testing.assert_array_equal(pretrained.prepare_face(image, None, config.data), image)
+    config.data.image_size = 32
+    assert pretrained.prepare_face(image, np.array([10, 10, 40, 40]), config.data).shape == (32, 32, 3)
+
+
+def test_predict_errors(converted, tmp_path):
+    workdir, record = converted
+    config = fsanet_config(record)
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        pretrained.predict_images(config, tmp_path / "nowhere", [tmp_path / "a.jpg"])
+    with pytest.raises(ValueError, match="2 images but 1 boxes"):
+        pretrained.predict_images(config, workdir, ["a.jpg", "b.jpg"], np.zeros((1, 4)))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
+        pretrained.read_image(tmp_path / "broken.jpg")
+    with pytest.raises(FileNotFoundError, match="gone.jpg: no such image file"):
+        pretrained.read_image(tmp_path / "gone.jpg")
+
+
+def test_boxes_csv_image_paths_and_output(tmp_path):
+    (tmp_path / "faces").mkdir()
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / "faces" / name).write_bytes(b"x")
+    assert pretrained.image_paths([tmp_path / "faces"]) == [tmp_path / "faces" / "a.jpg", tmp_path / "faces" / "b.png"]
+    with pytest.raises(FileNotFoundError, match="missing.jpg: no such image file or folder"):
+        pretrained.image_paths([tmp_path / "missing.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no image files"):
+        pretrained.image_paths([tmp_path / "empty"])
+
+    csv_path = tmp_path / "boxes.csv"
+    csv_path.write_text("path,x_min,y_min,x_max,y_max\nfaces/a.jpg,1,2,30,40\n\n/abs/b.png, 5.5 ,6,7,8\n")
+    paths, boxes = pretrained.read_boxes(csv_path)
+    assert paths == [tmp_path / "faces" / "a.jpg", pathlib.Path("/abs/b.png")]
+    np.testing.assert_array_equal(boxes, [[1, 2, 30, 40], [5.5, 6, 7, 8]])
+    for text, message in [("a.jpg,1,2,3\n", r"boxes.csv:1: expected 5 columns"),
+                          ("a.jpg,1,2,3,4\nb.jpg,1,x,3,4\n", r"boxes.csv:2: box .* is not four numbers"),
+                          ("a.jpg,5,2,3,4\n", r"boxes.csv:1: box .* needs x_max > x_min"),
+                          ("path,x_min,y_min,x_max,y_max\n", "boxes.csv: no boxes")]:
+        csv_path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            pretrained.read_boxes(csv_path)
+
+    out = tmp_path / "out.csv"
+    pretrained.write_predictions(out, paths, boxes, np.array([[1.0, -2.5, 3.25], [0, 0, 0]]))
+    lines = out.read_text().splitlines()
+    assert lines[:2] == ["path,x_min,y_min,x_max,y_max,yaw,pitch,roll", f"{paths[0]},1,2,30,40,1.000,-2.500,3.250"]
+    pretrained.write_predictions(out, paths[:1], None, np.array([[1.0, 2.0, 3.0]]))
+    assert out.read_text().splitlines()[1] == f"{paths[0]},,,,,1.000,2.000,3.000"
+
+
+def test_convert_errors(testdata, tmp_path):
+    valid = "fsanet-keras, torchvision-resnet, hopenet"
+    with pytest.raises(ValueError, match=f"unknown conversion kind 'keras'; valid: {valid}"):
+        pretrained.convert("keras", tmp_path / "x.h5", tmp_path / "w")
+    with pytest.raises(FileNotFoundError, match="fsanet_capsule_3_16_2_21_5.h5: no such file"):
+        pretrained.convert("fsanet-keras", tmp_path / "fsanet_capsule_3_16_2_21_5.h5", tmp_path / "w")
+    (tmp_path / "weights.h5").write_bytes((testdata / "fsanet_keras" / f"{WEIGHTS}.h5").read_bytes())
+    with pytest.raises(ValueError, match="does not name an FSA-Net variant"):
+        pretrained.convert("fsanet-keras", tmp_path / "weights.h5", tmp_path / "w")
+    assert not (tmp_path / "w").exists()  # nothing written for a refused source
+
+
+def test_hopenet_original_config_fits_converted_hopenet():
+    """experiments/hopenet_original.py builds the released Hopenet: converted checkpoints restore into it."""
+    config = load_config(EXPERIMENTS / "hopenet_original.py")
+    assert (config.data.image_size, config.data.crop, config.data.eval_crop_k) == (224, "hopenet", 0.2)
+    assert (config.data.normalize, config.data.channels) == ("imagenet", "rgb")
+    assert config.model.head_kwargs.left_edge
+    images = np.zeros((1, 224, 224, 3), np.float32)
+    ours = jax.eval_shape(lambda: build_model(config.model).init(jax.random.key(0), images, train=False))
+    released = jax.eval_shape(lambda: pretrained.hopenet_model(50).init(jax.random.key(0), images, train=False))
+    assert jax.tree.map(lambda s: (s.shape, s.dtype), ours) == jax.tree.map(lambda s: (s.shape, s.dtype), released)
