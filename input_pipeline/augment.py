@@ -50,7 +50,7 @@ def prepare(record: dict, cfg: Any, rng: np.random.Generator | None = None) -> d
     """
     image = decode_image(record["image"])
     pose = np.asarray(record["pose"], np.float32)
-    patch = crops.crop_resize(image, crop_region(record, image.shape, cfg, rng), cfg.image_size)
+    patch = crops.crop_resize(image, crop_region(record, image.shape, cfg, rng), cfg.image_size, convention=cfg.crop)
     if rng is not None:
         if cfg.flip and rng.random() < 0.5:
             patch = np.ascontiguousarray(patch[:, ::-1])
