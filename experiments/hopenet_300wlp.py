@@ -11,7 +11,7 @@ The paper's settings: ResNet-50 from ImageNet weights (set
 224x224 loose crops (k ~ U[0.2, 0.4] in training, 0.2 at test), random
 flip, 66 bins of 3 degrees, Adam lr 1e-5, batch 128, 25 epochs, alpha = 2
 (and alpha = 1 as a second run, `get_sweep`). The paper reports mean MAE
-6.16 (alpha 2) / 6.15 (alpha 1) on AFLW2000 and 4.90 on BIWI (alpha 2).
+6.155 (alpha 2) / 6.410 (alpha 1) on AFLW2000 (Table 1) and 4.895 on BIWI (alpha 2).
 Needs a GPU: about 24,000 steps.
 """
 

@@ -10,6 +10,8 @@ Three items per step, so that each reader takes only what it needs:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
 from typing import Any
 
@@ -46,6 +48,48 @@ def save_model(workdir: str | pathlib.Path, variables: dict, step: int = 0) -> p
     mngr.wait_until_finished()
     mngr.close()
     return pathlib.Path(mngr.directory)
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _flag(value: Any) -> str:
+    # Values as `jaxpose.config.apply_overrides` parses them (ast.literal_eval, else a bare string).
+    return repr(tuple(value)) if isinstance(value, list) else str(value)
+
+
+def save_converted(workdir: str | pathlib.Path, variables: dict, *, kind: str, source: pathlib.Path,
+                   config: dict[str, Any], **details: Any) -> pathlib.Path:
+    """Saves converted pretrained weights as workdir's checkpoint and describes them in workdir/converted.json.
+
+    converted.json records the source file (path, sha256), the kind, `details`,
+    and the config fields an experiment needs to use the weights ("config":
+    {dotted key: value}, and the same as --config.* flags in "overrides",
+    init_from included). A workdir that already holds checkpoints is refused.
+    """
+    workdir = pathlib.Path(workdir).resolve()
+    checkpoints = workdir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise FileExistsError(f"{workdir}: already holds checkpoints; convert into a new workdir")
+    directory = save_model(workdir, variables)
+    config = {"init_from": str(workdir), **config}
+    record = {
+        "kind": kind,
+        "source": str(source),
+        "source_sha256": _sha256(source),
+        **details,
+        "tensors": len(jax.tree.leaves(variables)),
+        "checkpoint": str(directory),
+        "config": config,
+        "overrides": [f"--config.{key}={_flag(value)}" for key, value in config.items()],
+    }
+    (workdir / "converted.json").write_text(json.dumps(record, indent=2) + "\n")
+    return directory
 
 
 def _latest(mngr: ocp.CheckpointManager) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 import pathlib
 import re
@@ -325,29 +324,11 @@ def fsanet_config(settings: dict[str, Any]) -> dict[str, Any]:
 def _convert_fsanet(src: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
-    _refuse_used_workdir(workdir)
     settings = fsanet_settings(src)
     variables = fsanet_keras_variables(src, FSANet(**settings))  # validates every tensor before writing
-    directory = checkpoint.save_model(workdir, variables)
-    config = {"init_from": str(workdir), **fsanet_config(settings)}
-    record = {
-        "kind": "fsanet-keras",
-        "source": str(src),
-        "source_sha256": pretrained_torch._sha256(src),
-        "variant": settings,
-        "tensors": len(jax.tree.leaves(variables)),
-        "checkpoint": str(directory),
-        "config": config,
-        "overrides": [f"--config.{key}={pretrained_torch._flag(value)}" for key, value in config.items()],
-    }
-    (workdir / "converted.json").write_text(json.dumps(record, indent=2) + "\n")
-    return directory
-
-
-def _refuse_used_workdir(workdir: pathlib.Path) -> None:
-    checkpoints = workdir / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
-        raise FileExistsError(f"{workdir}: already holds checkpoints; convert into a new workdir")
+    return checkpoint.save_converted(
+        workdir, variables, kind="fsanet-keras", source=src, config=fsanet_config(settings), variant=settings
+    )
 
 
 def convert(kind: str, src: PathLike, workdir: PathLike) -> pathlib.Path:

@@ -22,8 +22,6 @@ bias / running_mean / running_var -> scale / bias / mean / var.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pathlib
 import re
@@ -273,14 +271,6 @@ CONVERTERS: dict[str, Callable[[StateDict, str], tuple[dict, dict]]] = {
 }
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert(kind: str, src: PathLike, workdir: PathLike) -> pathlib.Path:
     """Converts `src` (a PyTorch state_dict of `kind`) into a model-only checkpoint of `workdir`.
 
@@ -293,26 +283,6 @@ def convert(kind: str, src: PathLike, workdir: PathLike) -> pathlib.Path:
     """
     if kind not in CONVERTERS:
         raise ValueError(f"unknown conversion kind {kind!r}; valid: {', '.join(CONVERTERS)}")
-    src, workdir = pathlib.Path(src).resolve(), pathlib.Path(workdir).resolve()
-    if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
-        raise FileExistsError(f"{workdir}: already holds checkpoints; convert into a new workdir")
+    src = pathlib.Path(src).resolve()
     variables, info = CONVERTERS[kind](load_state_dict(src), str(src))
-    directory = checkpoint.save_model(workdir, variables)
-    config = {"init_from": str(workdir), **info["config"]}
-    record = {
-        "kind": kind,
-        "source": str(src),
-        "source_sha256": _sha256(src),
-        "depth": info["depth"],
-        "tensors": len(jax.tree.leaves(variables)),
-        "checkpoint": str(directory),
-        "config": config,
-        "overrides": [f"--config.{key}={_flag(value)}" for key, value in config.items()],
-    }
-    (workdir / "converted.json").write_text(json.dumps(record, indent=2) + "\n")
-    return directory
-
-
-def _flag(value: Any) -> str:
-    # Values as `jaxpose.config.apply_overrides` parses them (ast.literal_eval, else a bare string).
-    return repr(tuple(value)) if isinstance(value, list) else str(value)
+    return checkpoint.save_converted(workdir, variables, kind=kind, source=src, config=info["config"], depth=info["depth"])

@@ -108,15 +108,20 @@ def make_optimizer(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Gr
 # --- state ----------------------------------------------------------------------
 
 
-def init_variables(config, model: nn.Module, mesh) -> dict:
-    """{"params", "batch_stats"} from config.seed, created directly on the mesh (replicated)."""
+def _init_fn(config, model: nn.Module):
     size = config.data.image_size
 
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    return init
+
+
+def init_variables(config, model: nn.Module, mesh) -> dict:
+    """{"params", "batch_stats"} from config.seed, created directly on the mesh (replicated)."""
+    init = jax.jit(_init_fn(config, model), out_shardings=sharding.replicated(mesh))
+    return init(jax.random.PRNGKey(config.seed))
 
 
 def merge_pretrained(variables: dict, pretrained: dict, source: str) -> tuple[dict, int]:
@@ -195,16 +200,19 @@ class Setup:
         self.replicated = sharding.replicated(self.mesh)
         self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
         self.model = build_model(config.model)
-        variables = init_variables(config, self.model, self.mesh)
-        self.abstract_variables = checkpoint.abstract_with_sharding(variables, self.replicated)
+        # Shapes only (no compile): enough to restore a checkpoint for eval and predict.
+        shapes = jax.eval_shape(_init_fn(config, self.model), jax.random.PRNGKey(0))
+        self.abstract_variables = checkpoint.abstract_with_sharding(shapes, self.replicated)
         if not training:
             return
+        num_examples = pipeline.train_size(config.data)  # fails fast when the dataset is missing
+        variables = init_variables(config, self.model, self.mesh)
         if config.init_from:
             pretrained = checkpoint.restore_model(config.init_from, None)
             variables, count = merge_pretrained(variables, pretrained, config.init_from)
             print(f"initialised {count} tensors from {config.init_from}")
         examples_per_step = self.batch_per_process // 2 if config.data.pairs else self.batch_per_process
-        self.steps_per_epoch = max(1, pipeline.train_size(config.data) // examples_per_step)
+        self.steps_per_epoch = max(1, num_examples // examples_per_step)
         self.total_steps = config.num_train_steps or int(config.num_epochs * self.steps_per_epoch)
         tx = make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps)
         self.state = create_state(self.model, variables, tx, self.mesh)
@@ -313,11 +321,14 @@ def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | N
     and, for AFW, the yaw accuracy at 15 and 30 degrees.
     """
     workdir = pathlib.Path(workdir)
+    eval_on = config.eval_on or ((config.data.name, config.data.eval_split),)
+    for dataset, split in eval_on:  # fail before any compile when a dataset is missing
+        pipeline.data_source(ml_collections.ConfigDict({**config.data.to_dict(), "name": dataset}), split)
     setup = setup or Setup(config, training=False)
     if variables is None:
         variables = checkpoint.restore_model(workdir, setup.abstract_variables)
     results = {}
-    for dataset, split in config.eval_on or ((config.data.name, config.data.eval_split),):
+    for dataset, split in eval_on:
         preds, labels = predict(config, variables, setup, dataset, split)
         results[f"{dataset}:{split}"] = _dataset_report(workdir, dataset, split, preds, labels)
     _write_json(workdir / "eval.json", results)
