@@ -1,0 +1,27 @@
+"""FSA-Net, FSA-Caps (var.) (Yang et al., CVPR 2019) on 300W-LP, tested on AFLW2000 and BIWI (protocol 1).
+
+    jaxpose data build the300w_lp --source /path/to/300W_LP
+    jaxpose data build aflw2000 --source /path/to/AFLW2000
+    jaxpose data build biwi/protocol1 --source /path/to/kinect_head_pose_db
+    jaxpose train --config experiments/fsanet_caps_var.py --workdir runs/fsanet_caps_var
+
+FSA-Caps (var.): each pixel's score is the variance of its 64 channels (no
+learned scoring); everything else, including the training recipe, as
+fsanet_caps_1x1.py (Adam 1e-3 x 0.1 every 30 epochs, batch 16, 90 epochs,
+64 px FSA-Net crops, raw BGR 0-255, MAE loss).
+
+Expected result - the paper's numbers (Yang et al. 2019, Tables 1-2) for the
+fusion of the 1x1, var. and w/o models, MAE in degrees (yaw / pitch / roll /
+mean):
+    AFLW2000:        FSA-Caps-Fusion 4.50 / 6.08 / 4.64 / 5.07
+    BIWI protocol 1: FSA-Caps-Fusion 4.27 / 4.96 / 2.76 / 4.00
+Runtime (estimate, not measured): as fsanet_caps_1x1.py, about 1-2 hours on one GPU.
+"""
+
+from experiments.fsanet_caps_1x1 import get_config as caps_1x1_config
+
+
+def get_config():
+    config = caps_1x1_config()
+    config.model.kwargs.scoring = "var"
+    return config
