@@ -28,7 +28,9 @@ def data_source(cfg: Any, split: str):
     builder = registry.get_builder(cfg.name, cfg.data_dir)
     built = pathlib.Path(builder.data_dir).joinpath("dataset_info.json").exists()
     if not built and builder.MANUAL_DOWNLOAD_INSTRUCTIONS is None:
-        builder.download_and_prepare(file_format="array_record")  # generated data (synthetic_heads)
+        print(f"building {cfg.name} in {cfg.data_dir} (generated data, first use only)", flush=True)
+        tfds.disable_progress_bar()
+        builder.download_and_prepare(file_format="array_record")
     elif not built:
         raise FileNotFoundError(
             f"dataset {cfg.name!r} is not built in {builder.data_dir}; "

@@ -120,7 +120,9 @@ def _init_fn(config, model: nn.Module):
 
 def init_variables(config, model: nn.Module, mesh) -> dict:
     """{"params", "batch_stats"} from config.seed, created directly on the mesh (replicated)."""
-    init = jax.jit(_init_fn(config, model), out_shardings=sharding.replicated(mesh))
+    # Runs once: skipping XLA's expensive passes cuts its compile from ~20 s to ~2 s on CPU.
+    cheap = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+    init = jax.jit(_init_fn(config, model), out_shardings=sharding.replicated(mesh), compiler_options=cheap)
     return init(jax.random.PRNGKey(config.seed))
 
 
@@ -225,9 +227,13 @@ def _write_json(path: pathlib.Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _flush(pending: list[tuple[int, dict]], log_file, seconds: float, images: int) -> dict:
-    """Fetches the metrics of the steps since the last flush, stops on a non-finite loss, logs the last."""
+def _flush(pending: list[tuple[int, dict]], log_file, since: float, images: int) -> dict:
+    """Fetches the metrics of the steps since the last flush, stops on a non-finite loss, logs the last.
+
+    Fetching waits for the queued steps, so images/s counts finished work.
+    """
     fetched = jax.device_get([m for _, m in pending])
+    seconds = time.perf_counter() - since
     for (step, _), values in zip(pending, fetched):
         if not math.isfinite(float(values["loss"])):
             details = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
@@ -273,7 +279,7 @@ def _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir):
             bar.update(1)
             save_now = step % config.checkpoint_every == 0 or step == setup.total_steps
             if step % config.log_every == 0 or save_now:
-                record = _flush(pending, log_file, time.perf_counter() - tick, images)
+                record = _flush(pending, log_file, tick, images)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", mae=f"{record['mae']:.2f}", img_s=f"{record['images_per_sec']:.0f}")
                 images, tick = 0, time.perf_counter()
             if save_now:
