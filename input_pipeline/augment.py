@@ -20,9 +20,17 @@ from jaxpose import angles
 
 
 def crop_region(record: dict, image_shape, cfg: Any, rng: np.random.Generator | None) -> np.ndarray:
-    """The model-input box for a record; random k, scale and shift when rng is given (training)."""
+    """The model-input box for a record; random k, scale and shift when rng is given (training).
+
+    Conventions that clip to the source image (FSA-Net) clip to the record's
+    `source_box` (the source image's extent in stored pixels), so the region
+    equals the published one although the stored crop is padded beyond the
+    source; without it (a whole image, e.g. `pretrained.predict_images`) the
+    image's own edges.
+    """
     k = rng.uniform(*cfg.crop_k) if rng is not None else cfg.eval_crop_k
-    region = crops.crop_box(cfg.crop, record["box"], image_shape, k=k)
+    bounds = record.get("source_box")
+    region = crops.crop_box(cfg.crop, record["box"], image_shape, k=k, bounds=bounds)
     if rng is not None:
         scale = rng.uniform(*cfg.scale)
         region = crops.scale_box(region, scale, shift=rng.uniform(-cfg.shift, cfg.shift, size=2))

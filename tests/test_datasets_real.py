@@ -15,12 +15,24 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import crops
 from input_pipeline.datasets import registry
-from input_pipeline.datasets.build import build_dataset
+from input_pipeline.datasets.build import Face, build_dataset, crop_example
+from input_pipeline.datasets.features import decode_image, features
 
 
-def records(name: str, data_dir: pathlib.Path, split: str) -> list[dict]:
-    source = registry.get_builder(name, data_dir).as_data_source()[split]
+def records(name: str, data_dir: pathlib.Path, split: str, *, decode: bool = True) -> list[dict]:
+    decoders = None if decode else {"image": tfds.decode.SkipDecoding()}
+    source = registry.get_builder(name, data_dir).as_data_source(decoders=decoders)[split]
     return [source[i] for i in range(len(source))]
+
+
+PNG, JPEG = b"\x89PNG", b"\xff\xd8"
+
+
+def to_source(record: dict, width: int, height: int) -> np.ndarray:
+    """The record's box mapped back to source-image pixels through its source_box."""
+    source_box = record["source_box"].astype(np.float64)
+    scale = (source_box[2:] - source_box[:2]) / [width, height]
+    return ((record["box"].reshape(2, 2) - source_box[:2]) / scale).reshape(4)
 
 
 def text(value) -> str:
@@ -57,19 +69,29 @@ def test_aflw2000_fixture(testdata, tmp_path):
         missing = np.any(mat["pt2d"].T <= 0, axis=1)
         np.testing.assert_array_equal(np.all(record["landmarks"] == -1, axis=1), missing)
         check_geometry(record)
-        # Large faces are downscaled to a box side of MAX_FACE_SIDE = 128 px.
-        assert max(record["box"][2:] - record["box"][:2]) < 128.5  # up to rounding of the crop size
+        # The test split keeps the source resolution (faces of 135-210 px, above MAX_FACE_SIDE):
+        # source_box is the 450 x 450 image moved by a whole-pixel origin, and maps the box back.
+        source_box = record["source_box"]
+        np.testing.assert_array_equal(source_box[2:] - source_box[:2], [450, 450])
+        np.testing.assert_array_equal(source_box, np.round(source_box))
+        np.testing.assert_allclose(to_source(record, 450, 450), crops.landmark_box(mat["pt2d"].T), atol=1e-3)
 
 
-def test_aflw2000_crop_is_the_source_region(testdata, tmp_path):
-    """The stored pixels around the face equal the source pixels (scaled), JPEG error aside."""
+def test_aflw2000_test_split_holds_the_source_pixels(testdata, tmp_path):
+    """Lossless PNG at full resolution: inside source_box the source pixels exactly, black outside."""
     build_dataset("aflw2000", testdata / "aflw2000", tmp_path)
-    record = next(r for r in records("aflw2000", tmp_path, "test") if text(r["filename"]) == "image00050.jpg")
-    source = cv2.imread(str(testdata / "aflw2000" / "image00050.jpg"))[:, :, ::-1]
-    box = crops.landmark_box(scipy.io.loadmat(testdata / "aflw2000" / "image00050.mat")["pt2d"].T)
-    a = crops.crop_resize(source, box, 64).astype(np.float32)
-    b = crops.crop_resize(record["image"], record["box"], 64).astype(np.float32)
-    assert np.abs(a - b).mean() < 6.0
+    encoded = {text(r["filename"]): r["image"] for r in records("aflw2000", tmp_path, "test", decode=False)}
+    for record in records("aflw2000", tmp_path, "test"):
+        assert encoded[text(record["filename"])][:4] == PNG
+        source = cv2.imread(str(testdata / "aflw2000" / text(record["filename"])))[:, :, ::-1]
+        x0, y0 = (-record["source_box"][:2]).astype(int)  # the crop's origin in the source image
+        stored = record["image"]
+        height, width = stored.shape[:2]
+        inside = np.zeros((height, width), bool)
+        inside[max(0, -y0) : 450 - y0, max(0, -x0) : 450 - x0] = True
+        window = source[max(0, y0) : y0 + height, max(0, x0) : x0 + width]
+        np.testing.assert_array_equal(stored[inside].reshape(window.shape), window)
+        assert not stored[~inside].any()
 
 
 def test_300w_lp_identity_top_level_and_flip_folder(testdata, tmp_path):
@@ -82,6 +104,13 @@ def test_300w_lp_identity_top_level_and_flip_folder(testdata, tmp_path):
     np.testing.assert_allclose(record["pose"], np.degrees(mat["Pose_Para"][0, [1, 0, 2]]), atol=1e-4)
     assert record["landmarks"].shape == (68, 2)
     check_geometry(record)
+    # A training split: JPEG, the face box downscaled to MAX_FACE_SIDE (128 px); source_box is
+    # the 450 x 450 image scaled the same way and maps the stored box back to the source box.
+    (raw,) = records("the300w_lp", tmp_path / "data", "train", decode=False)
+    assert raw["image"][:2] == JPEG
+    assert max(record["box"][2:] - record["box"][:2]) < 128.5  # up to rounding of the crop size
+    source_box = np.r_[mat["pt2d"].T.min(0), mat["pt2d"].T.max(0)]
+    np.testing.assert_allclose(to_source(record, 450, 450), source_box, atol=0.02)
     # The standard layout: IBUG/ and IBUG_Flip/ folders; the mirrored twin has its own identity.
     source = tmp_path / "300W_LP"
     for folder in ("IBUG", "IBUG_Flip"):
@@ -175,6 +204,55 @@ def test_generated_dataset_takes_no_source(tmp_path, monkeypatch):
         build_dataset("toy_generated", tmp_path, tmp_path)
 
 
+def test_crop_example_formats_scaling_and_source_box():
+    """Lossless: PNG, unscaled up to LOSSLESS_MAX_FACE_SIDE; else JPEG at MAX_FACE_SIDE; source_box maps back."""
+    image = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    face = Face("k", "f.jpg", "id", image, np.zeros(3, np.float32), np.array([50, 100, 250, 400], np.float32))
+    example = crop_example(face, lossless=True)
+    assert example["image"][:4] == PNG
+    stored = decode_image(example["image"])[..., ::-1]  # back to BGR, as the source
+    # By hand: the loose region is Hopenet's k = 0.4 crop on the left, top and right (50 - 0.8 * 200,
+    # 100 - 0.8 * 300, 250 + 0.8 * 360), FSA-Net's on the bottom (400 + 0.6 * 300), + 0.1 box sizes:
+    # (-130, -170, 558, 610); source_box = (0, 0, 900, 700) - origin.
+    np.testing.assert_array_equal(example["box"], [180, 270, 380, 570])
+    np.testing.assert_array_equal(example["source_box"], [130, 170, 1030, 870])
+    assert stored.shape == (780, 688, 3)
+    np.testing.assert_array_equal(stored[170:, 130:], image[:610, :558])  # the source pixels, exactly
+    assert not stored[:170].any() and not stored[:, :130].any()  # black beyond the source image
+    # FSA-Net's box leaves the image on the left and top (50 - 0.6 * 200 < 0, 100 - 0.6 * 300 < 0):
+    # clipped at source_box it cuts the source's pixels; clipped at the stored crop's edges it would not.
+    official = crops.crop_resize(image, crops.crop_box("fsanet", face.box, image.shape), 64, convention="fsanet")
+    region = crops.crop_box("fsanet", example["box"], stored.shape, bounds=example["source_box"])
+    np.testing.assert_array_equal(crops.crop_resize(stored, region, 64, convention="fsanet"), official)
+    padded = crops.crop_box("fsanet", example["box"], stored.shape)
+    assert not np.array_equal(crops.crop_resize(stored, padded, 64, convention="fsanet"), official)
+    # Training splits: JPEG, the 300 px face downscaled to 128 px; source_box scales with it.
+    example = crop_example(face)
+    assert example["image"][:2] == JPEG and max(example["box"][2:] - example["box"][:2]) < 128.5
+    np.testing.assert_allclose(to_source(example, 900, 700), face.box, atol=0.05)
+    # A face above LOSSLESS_MAX_FACE_SIDE is downscaled to it even in a test split.
+    face.box = np.array([100, 50, 500, 650], np.float32)
+    example = crop_example(face, lossless=True)
+    assert example["image"][:4] == PNG and abs(max(example["box"][2:] - example["box"][:2]) - 512) < 0.5
+    np.testing.assert_allclose(to_source(example, 900, 700), face.box, atol=0.05)
+
+
+@pytest.mark.parametrize("name, encoding", [
+    ("aflw2000", "png"), ("the300w_lp", "jpeg"), ("biwi/protocol1", "png"), ("biwi/protocol2", None),
+    ("aflw", None), ("afw", "png"),
+])
+def test_declared_image_format(tmp_path, name, encoding):
+    """Test-only builders declare PNG, training-only JPEG, mixed ones None (the bytes tell)."""
+    builder = registry.get_builder(name, tmp_path)
+    assert builder.info.features["image"].encoding_format == encoding
+    assert "source_box" in builder.info.features and builder.version.minor >= 1
+
+
+def test_features_reject_unknown_format():
+    with pytest.raises(ValueError, match="unknown image encoding_format 'gif'"):
+        features("gif")
+
+
 # --- BIWI ----------------------------------------------------------------------------
 
 
@@ -215,10 +293,13 @@ def test_biwi_pose_and_geometric_box(testdata, tmp_path):
     cx, cy = (box[:2] + box[2:]) / 2
     ox, oy = round(u - cx), round(v - cy)  # the crop's integer origin in the source image
     np.testing.assert_allclose([u - cx, v - cy], [ox, oy], atol=1e-3)
+    np.testing.assert_array_equal(record["source_box"], [-ox, -oy, 640 - ox, 480 - oy])
     rows, cols = slice(int(cy) - 30, int(cy) + 30), slice(int(cx) - 30, int(cx) + 30)
     stored = record["image"][rows, cols].astype(np.float32)
     expected = source[rows.start + oy : rows.stop + oy, cols.start + ox : cols.stop + ox]
-    assert np.abs(stored - expected).mean() < 8.0
+    np.testing.assert_array_equal(stored, expected)  # test frames are lossless PNG
+    (raw,) = records("biwi/protocol1", tmp_path, "test", decode=False)
+    assert raw["image"][:4] == PNG
     # The face is inside the box: the head mesh (01.obj) posed and projected covers the box,
     # and the box covers the mesh's face half (vertices in front of the head centre).
     lines = (testdata / "biwi/hpdb/01.obj").read_text().splitlines()
@@ -237,6 +318,8 @@ def test_biwi_pose_and_geometric_box(testdata, tmp_path):
 def test_biwi_protocol2_and_detections(testdata, tmp_path):
     report = build_dataset("biwi/protocol2", testdata / "biwi", tmp_path)
     assert report["splits"] == {"train": 1}  # sequence 01 trains; the fixture has no test sequence
+    (raw,) = records("biwi/protocol2", tmp_path, "train", decode=False)
+    assert raw["image"][:2] == JPEG  # training frames stay JPEG
     assert report["test_sequences"] == ["03", "10", "12", "14", "15", "17", "20", "24"]
     assert len(report["train_sequences"]) == 16
     assert not set(report["test_subjects"]) & set(report["train_subjects"])  # no person on both sides
@@ -331,6 +414,10 @@ def test_aflw_generated_database(tmp_path):
     assert np.sum(np.all(record["landmarks"] >= 0, axis=1)) == 10
     w, h = got["aflw_2"]["box"][2:] - got["aflw_2"]["box"][:2]
     np.testing.assert_allclose([w, h], [120, 110], atol=1e-3)  # 2 points: the FaceRect
+    np.testing.assert_allclose(to_source(got["aflw_2"], 320, 240), [100, 70, 220, 180], atol=1e-3)
+    for split in report["splits"]:  # test faces lossless, training faces JPEG
+        for raw in records("aflw/test2", tmp_path / "data", split, decode=False):
+            assert raw["image"][:4 if split == "test" else 2] == (PNG if split == "test" else JPEG)
 
 
 # --- AFW (generated anno.mat in the release layout) ----------------------------------
@@ -409,3 +496,5 @@ def test_afw_generated_anno(tmp_path, writer):
     record = got["img1_0"]
     check_geometry(record, landmark_box=False)  # AFW's box is the annotated box
     np.testing.assert_allclose(record["landmarks"][0] - record["box"][:2], [10, 30], atol=1e-3)
+    np.testing.assert_array_equal(record["box"] - np.tile(record["source_box"][:2], 2), [60, 50, 160, 170])
+    np.testing.assert_array_equal(record["source_box"][2:] - record["source_box"][:2], [320, 240])

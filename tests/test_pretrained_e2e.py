@@ -3,7 +3,8 @@
 The official FSA-Net (1x1 capsule) weights are converted into a workdir once,
 then evaluated through the whole data path (AFLW2000 fixtures built into a
 TFDS data_dir, the stored loose crop, `augment.prepare`, `train.eval_step`)
-and run on the original images with `predict_images`.
+and run on the original images with `predict_images`. Both give the official
+FSA-Net crops pixel for pixel, hence the official predictions.
 """
 
 import json
@@ -16,7 +17,8 @@ import pytest
 import scipy.io
 from test_pretrained_fsanet import official_steps
 
-from input_pipeline import crops
+from input_pipeline import augment, crops, pipeline
+from input_pipeline.datasets import features
 from input_pipeline.datasets.build import build_dataset
 from jaxpose import checkpoint, pretrained, train
 from jaxpose.angles import from_pose_para
@@ -71,22 +73,67 @@ def test_converted_record_and_checkpoint(converted, testdata):
         pretrained.convert("fsanet-keras", testdata / "fsanet_keras" / f"{WEIGHTS}.h5", workdir)
 
 
-def test_eval_through_the_dataset(converted, aflw, testdata, tmp_path_factory):
-    workdir, record = converted
+@pytest.fixture(scope="module")
+def aflw_data(testdata, tmp_path_factory):
+    """A data_dir holding the AFLW2000 fixtures built into TFDS records."""
     data_dir = tmp_path_factory.mktemp("data")
     report = build_dataset("aflw2000", testdata / "aflw2000", data_dir)
     assert report["splits"] == {"test": 16}
-    config = fsanet_config(record, **{"data.data_dir": str(data_dir), "eval_on": (("aflw2000", "test"),)})
+    return data_dir
+
+
+def record_names(config) -> list[str]:
+    """The fixture file names of the built records, in the order the pipeline reads them."""
+    source = pipeline.data_source(config.data, "test")
+    names = [source[i]["filename"] for i in range(len(source))]
+    return [name.decode() if isinstance(name, bytes) else str(name) for name in names]
+
+
+def test_dataset_crop_is_the_official_crop(converted, aflw, aflw_data):
+    """Record -> augment.prepare gives the official FSA-Net input pixel for pixel on the 16 fixtures.
+
+    The stored crop is lossless and unscaled, and the FSA-Net box is clipped at
+    the record's source_box (the original image's edges, beyond which the
+    stored crop is padded black): 14 of the 16 official boxes are clipped.
+    """
+    _, record = converted
+    config = fsanet_config(record, **{"data.name": "aflw2000", "data.data_dir": str(aflw_data)})
+    source = pipeline.data_source(config.data, "test")
+    official = dict(zip((p.name for p in aflw[0]), aflw[2]))
+    clipped = 0
+    for i in range(len(source)):
+        example = source[i]
+        name = example["filename"].decode() if isinstance(example["filename"], bytes) else str(example["filename"])
+        np.testing.assert_array_equal(augment.prepare(example, config.data)["image"], official[name], err_msg=name)
+        image_shape = (*features.decode_image(example["image"]).shape[:2], 3)
+        padded = crops.crop_box("fsanet", example["box"], image_shape)  # clipped to the stored crop only
+        clipped += not np.array_equal(augment.crop_region(example, image_shape, config.data, None), padded)
+    assert clipped == 13  # the official box leaves the 450 x 450 image: source_box changes the region
+
+
+def test_eval_through_the_dataset(converted, aflw, testdata, aflw_data):
+    """`jaxpose eval` (train.evaluate) on the built fixtures equals the Predictor on the official crops."""
+    workdir, record = converted
+    config = fsanet_config(record, **{"data.data_dir": str(aflw_data), "eval_on": (("aflw2000", "test"),)})
     results = train.evaluate(config, workdir)["aflw2000:test"]
-    direct = np.abs(pretrained.load_fsanet_keras(testdata / "fsanet_keras" / f"{WEIGHTS}.h5")(aflw[2]) - aflw[3])
-    print(f"jaxpose eval mean MAE {results['mean']:.3f} vs direct Predictor on official crops {direct.mean():.3f}")
-    assert results["num_images"] == 16 and results["mean"] < 5.0
-    # The stored record is a JPEG of the loose crop, downscaled so the face box is at most
-    # 128 px (AFLW2000 faces are 135-210 px), and padded black where FSA-Net's crop would
-    # be clipped to the source image (14 of 16 here): the pixels differ from the official
-    # crop's, the MAE by a few tenths of a degree (4.69 vs 4.36 when written).
-    assert abs(results["mean"] - direct.mean()) < 0.6
+    direct_poses = pretrained.load_fsanet_keras(testdata / "fsanet_keras" / f"{WEIGHTS}.h5")(aflw[2])
+    direct = np.abs(direct_poses - aflw[3])
+    print(f"jaxpose eval mean MAE {results['mean']:.4f} vs direct Predictor on official crops {direct.mean():.4f}")
+    assert results["num_images"] == 16
+    # The inputs are the official pixels (test above): only float rounding separates the two.
+    for i, angle in enumerate(("yaw", "pitch", "roll")):
+        assert results[angle] == pytest.approx(direct[:, i].mean(), abs=1e-3)
+    assert results["mean"] == pytest.approx(direct.mean(), abs=1e-3)
+    assert abs(results["mean"] - 4.36) < 0.01  # the official weights' MAE on these 16 images
     assert json.loads((workdir / "eval.json").read_text())["aflw2000:test"]["mean"] == pytest.approx(results["mean"])
+    # Per image, through the same data path (train.predict is what evaluate runs per dataset).
+    config.data.name = "aflw2000"
+    setup = train.Setup(config, training=False)
+    preds, labels = train.predict(config, checkpoint.restore_model(workdir, setup.abstract_variables),
+                                  setup, "aflw2000", "test")
+    order = [[p.name for p in aflw[0]].index(name) for name in record_names(config)]
+    np.testing.assert_allclose(labels, aflw[3][order], atol=1e-4)
+    np.testing.assert_allclose(preds, direct_poses[order], atol=1e-3)
 
 
 def test_predict_images_equals_official_crops(converted, aflw, testdata):

@@ -78,7 +78,7 @@ def test_tiny_build_twice_gives_identical_records(tiny, tmp_path):
         assert len(first[split]) == len(second[split]) > 0
         for a, b in zip(first[split], second[split]):
             assert isinstance(a["image"], bytes) and a["image"] == b["image"]
-            for key in ("pose", "landmarks", "box"):
+            for key in ("pose", "landmarks", "box", "source_box"):
                 np.testing.assert_array_equal(a[key], b[key])
             assert a["identity"] == b["identity"] and a["filename"] == b["filename"]
 
@@ -90,6 +90,9 @@ def test_features_and_shapes(records):
             assert r["image"].shape == (SIZE, SIZE, 3) and r["image"].dtype == np.uint8
             assert r["pose"].shape == (3,) and r["pose"].dtype == np.float32
             assert r["landmarks"].shape == (21, 2) and r["box"].shape == (4,)
+            # The stored image is the whole rendered image: FSA-Net's crop clips at its edges.
+            assert r["source_box"].dtype == np.float32
+            np.testing.assert_array_equal(r["source_box"], [0, 0, SIZE, SIZE])
             lm, box = r["landmarks"], r["box"]
             np.testing.assert_allclose(box, [*lm.min(0), *lm.max(0)], atol=1e-5)
             assert np.all(lm > 0) and np.all(lm < SIZE - 1)

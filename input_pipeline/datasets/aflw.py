@@ -26,6 +26,11 @@ image file_ids (sorted) permuted by `numpy.random.default_rng(0)`, the first
 1000 are `test` (all their faces), the others `train` (config `test1000`,
 the default; `testN` draws N images). Angles outside [-99, 99] degrees are
 dropped and counted.
+
+Storage (version 1.1.0): `train` as JPEG with the face box downscaled to
+128 px, `test` as lossless PNG at the source resolution (face boxes over 512
+px downscaled to it), both with `source_box`; the declared image format is
+therefore None (mixed).
 """
 
 from __future__ import annotations
@@ -127,6 +132,13 @@ class Aflw(PoseBuilder):
         "from https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/aflw/)"
     )
     HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/aflw/"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": "source_box feature; the test split is stored as lossless PNG at full resolution "
+        "(face boxes up to 512 px), the train split unchanged (JPEG, 128 px).",
+    }
+    SPLITS = ("train", "test")
 
     def _create_builder_config(self, builder_config, version):
         if isinstance(builder_config, str) and ":" not in builder_config:

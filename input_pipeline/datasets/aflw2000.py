@@ -16,6 +16,10 @@ samples with an angle outside [-99, 99] degrees are dropped and counted
 with both coordinates > 0 (negative = missing; FSA-Net's convention,
 `crops.landmark_box`); missing points are stored as -1. Identity: the file
 stem (AFLW2000 has no person labels).
+
+Storage: the test split is lossless PNG at the source resolution with the
+`source_box` feature (version 1.1.0), so the FSA-Net crop of a record equals
+the official crop from the original image pixel for pixel.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from input_pipeline import crops
 from input_pipeline.datasets.build import (
@@ -70,6 +75,12 @@ class Aflw2000(PoseBuilder):
     )
     HOMEPAGE = "http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm"
     PROTOCOL = "all 2000 images as test; angles outside [-99, 99] deg dropped (1969 remain)"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": "source_box feature; the test split is stored as lossless PNG at full resolution "
+        "(was JPEG, face box downscaled to 128 px), so FSA-Net's clipped crop is exact.",
+    }
 
     def _scan(self, source: pathlib.Path) -> dict[str, list[Item]]:
         folder = find_folder(source, "AFLW2000", "image*.mat")

@@ -21,6 +21,10 @@ and a non-finite pitch or roll is stored as 0 and counted
 annotated box (AFW's 6 landmarks are too few for a landmark box); landmarks:
 the 6 points, missing ones -1. Identity: `<image stem>_<face index>` (no
 person labels). Angles outside [-99, 99] degrees are dropped and counted.
+
+Storage: lossless PNG at the source resolution (face boxes over
+`build.LOSSLESS_MAX_FACE_SIDE` = 512 px downscaled to it), with `source_box`
+(version 1.1.0).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import pathlib
 import h5py
 import numpy as np
 import scipy.io
+import tensorflow_datasets as tfds
 
 from input_pipeline.datasets.build import (
     MALFORMED_ANNOTATION,
@@ -117,6 +122,12 @@ class Afw(PoseBuilder):
     )
     HOMEPAGE = "https://www.ics.uci.edu/~xzhu/face/"
     PROTOCOL = "every face as test for yaw accuracy (only yaw is valid); angles outside [-99, 99] deg dropped"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": "source_box feature; the test split is stored as lossless PNG at full resolution "
+        "(face boxes up to 512 px; was JPEG downscaled to 128 px).",
+    }
 
     def _scan(self, source: pathlib.Path) -> dict[str, list[Item]]:
         folder = anno_folder(source)

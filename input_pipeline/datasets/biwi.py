@@ -37,6 +37,10 @@ Protocols (builder configs):
   `protocol2_test_01_02_...` (two-digit sequence numbers), e.g.
   `biwi/protocol2_test_01_02_03_04_05_06_07_08`.
 Angles outside [-99, 99] degrees are dropped and counted (BIWI has none).
+
+Storage (version 1.1.0): `test` frames as lossless PNG at the source
+resolution (BIWI faces are about 95 px), protocol-2 `train` frames as JPEG
+with the face box downscaled to at most 128 px, both with `source_box`.
 """
 
 from __future__ import annotations
@@ -180,6 +184,12 @@ class Biwi(PoseBuilder):
         "rgb.cal; kinect_head_pose_db.tgz of https://icu.ee.ethz.ch/research/datsets.html)"
     )
     HOMEPAGE = "https://icu.ee.ethz.ch/research/datsets.html"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": "source_box feature; test frames stored as lossless PNG at full resolution "
+        "(was JPEG quality 95), protocol-2 train frames unchanged (JPEG).",
+    }
 
     def __init__(self, *, detections: str | pathlib.Path | None = None, **kwargs):
         config = kwargs.get("config")
@@ -195,6 +205,10 @@ class Biwi(PoseBuilder):
             if builder_config not in type(self).builder_configs:
                 builder_config = config_from_name(builder_config)
         return super()._create_builder_config(builder_config, version)
+
+    @property
+    def SPLITS(self) -> tuple[str, ...]:  # noqa: N802 (the base class's attribute name)
+        return ("test",) if self.builder_config.test_sequences is None else ("train", "test")
 
     @property
     def PROTOCOL(self) -> str:  # noqa: N802 (the base class's attribute name)

@@ -11,13 +11,23 @@ What each builder stores per face
   (`crops.hopenet_crop`: 0.8 box sizes left and above, 1.44 right, 0.43 below)
   and FSA-Net's ad = 0.6 crop (0.6 on every side), grown by a further
   `EXTRA_MARGIN` of the box size on every side for random shifts. Parts
-  outside the source image are black (as PIL's crop). Crops whose face box is
-  larger than `MAX_FACE_SIDE` pixels are downscaled so that its long side is
+  outside the source image are black (as PIL's crop).
+  Training splits: JPEG (quality 95), and crops whose face box is larger than
+  `MAX_FACE_SIDE` pixels are downscaled so that its long side is
   `MAX_FACE_SIDE`: Hopenet's test crop (about 1.96 box sides) then still has
   at least 224 px, the size Hopenet feeds its ResNet, and the stored crops are
   at most about 3.6 * 128 = 470 px long.
+  Test splits (`PoseBuilder.LOSSLESS_SPLITS`): lossless PNG at the source
+  resolution (downscaled only for face boxes over `LOSSLESS_MAX_FACE_SIDE`),
+  so that evaluation sees the pixels the published code cuts from the source
+  image: with `source_box` the FSA-Net crop of a record equals the official
+  crop pixel for pixel (tests/test_pretrained_e2e.py). On the 16 AFLW2000
+  fixtures this costs about 170 KiB per record instead of 27 KiB and 8 ms
+  instead of 0.8 ms to decode one.
 * box and landmarks are moved (and scaled) into the stored crop's pixels;
   missing landmarks are stored as -1.
+* source_box: the source image's extent (0, 0, W, H) moved and scaled the
+  same way, so crop conventions can clip to the source image.
 * pose (yaw, pitch, roll) degrees, identity, filename (path relative to the
   source folder).
 
@@ -49,10 +59,13 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import crops
 from input_pipeline.datasets import registry
-from input_pipeline.datasets.features import encode_jpeg, features
+from input_pipeline.datasets.features import encode_jpeg, encode_png, features
 from jaxpose import angles
 
-MAX_FACE_SIDE = 128  # px; larger face boxes are downscaled to this long side
+MAX_FACE_SIDE = 128  # px; larger face boxes of training splits are downscaled to this long side
+# px; the same for lossless (test) splits: keeps every AFLW2000 and BIWI face at full
+# resolution and bounds the PNG of a very large AFLW/AFW face (stored side <= ~1850 px).
+LOSSLESS_MAX_FACE_SIDE = 512
 EXTRA_MARGIN = 0.1  # box sizes added on every side beyond the published crops
 PROTOCOL_LIMIT = 99.0  # degrees; the papers' range filter
 NUM_EXAMPLES = 5  # file names kept in the metadata per skip reason
@@ -64,6 +77,13 @@ MISSING_ANNOTATION = "missing annotation"
 MALFORMED_ANNOTATION = "malformed annotation"
 NONFINITE_POSE = "non-finite pose"
 BOX_OUTSIDE_IMAGE = "box outside image"
+
+
+SOURCE_BOX_RELEASE = (
+    "source_box feature (the source image's extent in stored pixels) so FSA-Net's crop clips to the "
+    "source image as the official code does; test splits stored as lossless PNG at full resolution "
+    "(face boxes up to LOSSLESS_MAX_FACE_SIDE px), training splits unchanged (JPEG, MAX_FACE_SIDE)."
+)
 
 
 class SkipRecord(Exception):
@@ -224,29 +244,41 @@ def _cut(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     return patch
 
 
-def crop_example(face: Face) -> dict[str, Any]:
-    """The feature dict of a face: loose crop (JPEG), box and landmarks in the crop's pixels."""
+def crop_example(face: Face, *, lossless: bool = False) -> dict[str, Any]:
+    """The feature dict of a face: loose crop, box, landmarks and source_box in the crop's pixels.
+
+    lossless=False (training splits): JPEG, face box downscaled to at most
+    MAX_FACE_SIDE px. lossless=True (test splits): PNG, downscaled only past
+    LOSSLESS_MAX_FACE_SIDE, so unscaled crops hold the source pixels exactly.
+    A point p of the source image is stored at (p - origin) * factor, with
+    origin the crop's whole-pixel corner and factor 1 when not downscaled.
+    """
     x0, y0, x1, y1 = loose_region(face.box)
     x0, y0, x1, y1 = math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1)
     patch = _cut(face.image, x0, y0, x1, y1)
     box_side = float(np.max(face.box[2:] - face.box[:2]))
-    scale = min(1.0, MAX_FACE_SIDE / box_side)
+    scale = min(1.0, (LOSSLESS_MAX_FACE_SIDE if lossless else MAX_FACE_SIDE) / box_side)
     if scale < 1.0:
         size = (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale)))
         patch = cv2.resize(patch, size, interpolation=cv2.INTER_AREA)
     # Exact per-axis factors of the rounded output size; pixel i covers [i, i + 1).
     factor = np.array([patch.shape[1] / (x1 - x0), patch.shape[0] / (y1 - y0)], np.float32)
     origin = np.array([x0, y0], np.float32)
-    box = ((np.asarray(face.box, np.float32).reshape(2, 2) - origin) * factor).reshape(4)
-    landmarks = (np.asarray(face.landmarks, np.float32).reshape(-1, 2) - origin) * factor
+
+    def move(points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, np.float32).reshape(-1, 2) - origin) * factor
+
+    height, width = face.image.shape[:2]
+    landmarks = move(face.landmarks)
     landmarks[~np.all(np.isfinite(landmarks), axis=1)] = -1.0
     return {
-        "image": encode_jpeg(patch),
+        "image": encode_png(patch) if lossless else encode_jpeg(patch),
         "pose": np.asarray(face.pose, np.float32),
         "identity": face.identity,
-        "box": box.astype(np.float32),
+        "box": move(face.box).reshape(4).astype(np.float32),
         "landmarks": landmarks.astype(np.float32),
         "filename": face.filename,
+        "source_box": move([[0, 0], [width, height]]).reshape(4).astype(np.float32),
     }
 
 
@@ -262,17 +294,27 @@ class PoseBuilder(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS, HOMEPAGE and PROTOCOL.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First jaxpose release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": SOURCE_BOX_RELEASE,
+    }
     HOMEPAGE = ""
     PROTOCOL = ""
+    SPLITS: tuple[str, ...] = ("test",)  # the splits a build can write (declares the image format)
+    LOSSLESS_SPLITS: tuple[str, ...] = ("test",)  # stored as full-resolution PNG, see crop_example
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=features(),
+            features=features(self._image_format()),
             homepage=self.HOMEPAGE,
             metadata=tfds.core.MetadataDict(),
         )
+
+    def _image_format(self) -> str | None:
+        """"png" when every split is lossless, "jpeg" when none is, None (mixed) otherwise."""
+        lossless = {split in self.LOSSLESS_SPLITS for split in self.SPLITS}
+        return None if len(lossless) != 1 else ("png" if lossless.pop() else "jpeg")
 
     @abc.abstractmethod
     def _scan(self, source: pathlib.Path) -> dict[str, list[Item]]:
@@ -306,7 +348,7 @@ class PoseBuilder(tfds.core.GeneratorBasedBuilder):
                 continue
             self._tally.kept[split] += 1
             self._tally.flags.update(face.flags)
-            yield face.key, crop_example(face)
+            yield face.key, crop_example(face, lossless=split in self.LOSSLESS_SPLITS)
         if not self._tally.kept[split]:
             raise ValueError(f"no valid record for the {split} split in {source}: {self._tally.summary()}")
 

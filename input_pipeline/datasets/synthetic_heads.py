@@ -36,7 +36,8 @@ pose (yaw, pitch, roll) degrees float32, identity "train_00042" (train and test
 identities are disjoint: different names and independent random streams),
 landmarks = the projections of 21 model points in AFLW's order
 (`render.LANDMARK_NAMES`; hidden points are projected too), box = their tight
-box, filename "train/000123".
+box, filename "train/000123", source_box = (0, 0, image_size, image_size) (the
+stored image is the whole rendered image; version 1.2.0).
 
 Sizes: `default` 12,000 train (2,000 identities) and 1,002 test (167
 identities) images of 128x128; `tiny` 48 train / 24 test images of 128x128
@@ -107,6 +108,7 @@ def make_example(config: SyntheticHeadsConfig, split: str, index: int) -> dict:
         "box": landmark_box(landmarks),
         "landmarks": landmarks,
         "filename": f"{split}/{index:06d}",
+        "source_box": np.array([0, 0, size, size], np.float32),
     }
 
 
@@ -115,11 +117,12 @@ class SyntheticHeads(tfds.core.GeneratorBasedBuilder):
 
     # 1.1.0 changes the images of every record with the same seeds, so data
     # built by 1.0.0 (in its own version folder) is never mistaken for it.
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
         "1.1.0": "Rotation by the corrected jaxpose.angles convention: R = Rx(-pitch) Ry(yaw) Rz(roll), "
         "roll > 0 tilts the head top to the image right (as AFLW2000); pose_range config field.",
+        "1.2.0": "source_box feature shared with the real datasets (here the whole image); images unchanged.",
     }
     BUILDER_CONFIGS = [
         SyntheticHeadsConfig(

@@ -19,6 +19,9 @@ remain). Face box: min/max of all 68 `pt2d` points (Hopenet's convention;
 `_N` (the N-th synthesised view of one face: `AFW_1051618982_1_3` ->
 `AFW_1051618982_1`), with `_Flip` appended for the mirrored folders, so that
 RankPose can pair views of one face.
+
+Storage: JPEG, face box downscaled to 128 px (`build.MAX_FACE_SIDE`), with
+the `source_box` feature since version 1.1.0.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from input_pipeline.datasets.aflw2000 import paired_items, pose_and_points
 from input_pipeline.datasets.build import Face, Item, PoseBuilder, read_image, read_mat
@@ -48,6 +52,13 @@ class The300wLp(PoseBuilder):
     )
     HOMEPAGE = "http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm"
     PROTOCOL = "all images as train; angles outside [-99, 99] deg dropped (122,415 of 122,450 remain)"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First jaxpose release.",
+        "1.1.0": "source_box feature (the source image's extent in stored pixels, for FSA-Net's clipping); "
+        "images unchanged (JPEG, face box downscaled to 128 px).",
+    }
+    SPLITS = ("train",)
 
     def _scan(self, source: pathlib.Path) -> dict[str, list[Item]]:
         folders = [source] + [source / f"{name}{flip}" for name in FOLDERS for flip in ("", "_Flip")]
