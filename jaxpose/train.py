@@ -246,6 +246,17 @@ def _flush(pending: list[tuple[int, dict]], log_file, since: float, images: int)
     return record
 
 
+def _rewind_metrics(path: pathlib.Path, step: int) -> None:
+    """Drops records of steps after `step` (logged by a run killed before its next checkpoint): they are redone."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]  # a torn last line too
+    if len(kept) < len(lines):
+        path.write_text("".join(kept))
+        print(f"{path.name}: dropped {len(lines) - len(kept)} records after step {step}, which will be redone")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains (resuming from the latest checkpoint in workdir), then evaluates; returns the eval results."""
     workdir = pathlib.Path(workdir)
@@ -258,6 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if checkpoint.is_training_checkpoint(mngr):
         state, data_iter = checkpoint.restore_training(mngr, setup.abstract_state(), data_iter)
         print(f"resumed from {mngr.directory} at step {int(state.step)}")
+        _rewind_metrics(workdir / "metrics.jsonl", int(state.step))
     step_fn = jit_train_step(config, setup.mesh, setup.replicated)
     state = _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir)
     mngr.wait_until_finished()

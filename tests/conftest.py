@@ -29,6 +29,17 @@ def tiny_data_dir(tmp_path_factory) -> pathlib.Path:
     return data_dir
 
 
+@pytest.fixture(scope="module")
+def fast_compile():
+    """XLA:CPU spends far longer optimising small train programs than running them; tests need no speed."""
+    import jax
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def tiny_config(data_dir, **overrides):
     """A config that trains resnet_tiny at 32 px on synthetic_heads/tiny in seconds."""
     from jaxpose.config import apply_overrides, base_config

@@ -21,7 +21,6 @@ import pytest
 
 from input_pipeline import crops
 from input_pipeline.datasets import registry
-from input_pipeline.datasets.synthetic_heads import SyntheticHeads
 from jaxpose import config as config_lib
 from jaxpose import losses, train
 from jaxpose.models import build_model
@@ -166,22 +165,6 @@ METHODS = {
     "rankpose": ("synthetic_rankpose.py", RESNET_TINY),
     "hybrid": ("synthetic_hybrid.py", RESNET_TINY),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory) -> pathlib.Path:
-    data_dir = tmp_path_factory.mktemp("data")
-    SyntheticHeads(data_dir=str(data_dir), config="tiny").download_and_prepare(file_format="array_record")
-    return data_dir
-
-
-@pytest.fixture(scope="module")
-def fast_compile():
-    """XLA CPU spends far longer optimising these programs than running them; this test needs no speed."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

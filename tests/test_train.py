@@ -12,7 +12,7 @@ def _params(workdir):
     return checkpoint.restore_model(workdir, None)["params"]
 
 
-def test_train_checkpoint_resume_equals_uninterrupted(tiny_data_dir, tmp_path):
+def test_train_checkpoint_resume_equals_uninterrupted(tiny_data_dir, fast_compile, tmp_path):
     straight = tmp_path / "straight"
     results = train.train_and_evaluate(tiny_config(tiny_data_dir, num_train_steps=6), straight)
     interrupted = tmp_path / "interrupted"
@@ -28,13 +28,13 @@ def test_train_checkpoint_resume_equals_uninterrupted(tiny_data_dir, tmp_path):
     assert json.loads((straight / "config.json").read_text())["num_train_steps"] == 6
 
 
-def test_non_finite_loss_stops_with_the_step(tiny_data_dir, tmp_path):
+def test_non_finite_loss_stops_with_the_step(tiny_data_dir, fast_compile, tmp_path):
     config = tiny_config(tiny_data_dir, num_train_steps=8, checkpoint_every=100, **{"optimizer.lr": 1e30})
     with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step \d+: .*grad_norm="):
         train.train_and_evaluate(config, tmp_path)
 
 
-def test_evaluate_restores_the_trained_model(tiny_data_dir, tmp_path):
+def test_evaluate_restores_the_trained_model(tiny_data_dir, fast_compile, tmp_path):
     config = tiny_config(tiny_data_dir, num_train_steps=2)
     trained = train.train_and_evaluate(config, tmp_path)
     assert train.evaluate(config, tmp_path) == trained
