@@ -21,6 +21,8 @@ import pathlib
 import sys
 from typing import Any, Callable
 
+from jaxpose.config import override_args
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, dict[str, str]], Any]] = {}
 
 
@@ -30,23 +32,6 @@ def command(name: str):
         return fn
 
     return register
-
-
-def _split_overrides(extra: list[str]) -> dict[str, str]:
-    """["--config.a.b=1", "--config.c", "2"] -> {"a.b": "1", "c": "2"}; anything else is an error."""
-    overrides, i = {}, 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--config."):
-            raise ValueError(f"unrecognized argument {arg!r} (overrides look like --config.optimizer.lr=1e-4)")
-        key, has_value, value = arg[len("--config.") :].partition("=")
-        if not has_value:
-            if i + 1 >= len(extra):
-                raise ValueError(f"missing value for {arg}")
-            i, value = i + 1, extra[i + 1]
-        overrides[key] = value
-        i += 1
-    return overrides
 
 
 def _config(args, overrides):
@@ -176,7 +161,7 @@ def _add_predict(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     try:
-        COMMANDS[args.command](args, _split_overrides(extra))
+        COMMANDS[args.command](args, override_args(extra))
     except Exception as e:  # one line for the user; the traceback on request
         if os.environ.get("JAXPOSE_DEBUG"):
             raise

@@ -132,6 +132,23 @@ def _open_dict(parents: list[str]) -> bool:
     return bool(parents) and (parents[-1] in ("kwargs", "head_kwargs") or parents[0] == "losses")
 
 
+def override_args(extra: list[str]) -> dict[str, str]:
+    """["--config.a.b=1", "--config.c", "2"] -> {"a.b": "1", "c": "2"}; anything else is an error."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--config."):
+            raise ValueError(f"unrecognized argument {arg!r} (overrides look like --config.optimizer.lr=1e-4)")
+        key, has_value, value = arg[len("--config.") :].partition("=")
+        if not has_value:
+            if i + 1 >= len(extra):
+                raise ValueError(f"missing value for {arg}")
+            i, value = i + 1, extra[i + 1]
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
 def load_config(path: str | pathlib.Path, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
     """get_config() of an experiment file with overrides applied."""
     config = _load_module(path).get_config()
