@@ -16,6 +16,7 @@ import pathlib
 from typing import Any
 
 import grain
+from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -95,6 +96,8 @@ def train_dataset(cfg: Any, batch_size: int, seed: int) -> grain.IterDataset:
         ds = ds.map(_unpair)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch))
     if cfg.num_workers > 0:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (google/grain#1355)
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
     return iter_ds
 

@@ -274,6 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir)
     mngr.wait_until_finished()
     mngr.close()
+    data_iter.close()  # stops grain's worker processes now, not at interpreter exit
     return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup)
 
 

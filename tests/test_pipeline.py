@@ -37,6 +37,21 @@ def test_iterator_state_restores_the_data_position(tiny_data_dir):
     assert len(np.unique(np.abs(poses[:, 1]))) == 48  # |pitch| is unchanged by flips
 
 
+def test_worker_processes_give_the_same_batches(tiny_data_dir):
+    config = tiny_config(tiny_data_dir)
+    expected, _ = _batches(config, 3)
+    config.data.num_workers = 2
+    iterator = iter(pipeline.train_dataset(config.data, config.batch_size, 0))
+    for batch in expected:
+        np.testing.assert_array_equal(next(iterator)["image"], batch["image"])
+    state = iterator.get_state()
+    iterator.close()
+    resumed = iter(pipeline.train_dataset(config.data, config.batch_size, 0))
+    resumed.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["image"], _batches(config, 4)[0][3]["image"])
+    resumed.close()
+
+
 def test_process_shards_are_disjoint_and_equal(tiny_data_dir, monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     shards = []
