@@ -37,27 +37,19 @@ Runtime (estimate, not measured): 25 epochs x 956 steps of 128 images of
 (the sweep: five times that).
 """
 
-from jaxpose.config import base_config
+from experiments.hopenet_300wlp import resnet50_300wlp
 
 ALPHAS = (0.0, 0.01, 0.1, 1.0, 2.0)
 
 
 def get_config():
-    config = base_config()
-    config.data.name = "the300w_lp"
-    config.data.image_size = 224
-    config.data.crop = "hopenet"
-    config.data.num_workers = 8
-    config.model.name = "resnet50"
-    config.model.dtype = "bfloat16"
+    config = resnet50_300wlp()
     config.model.head = "binned"
     config.model.head_kwargs = {"granularities": (66,), "lo": -99.0, "hi": 99.0}
     config.losses = {"gld": {"weight": 1.0, "alpha": 0.0, "sigma": 4.0, "lo": -99.0, "hi": 99.0}}
     config.optimizer.lr = 1e-6
     config.batch_size = 128
     config.num_epochs = 25
-    config.checkpoint_every = 2000
-    config.eval_on = (("aflw2000", "test"), ("biwi/protocol1", "test"))
     return config
 
 

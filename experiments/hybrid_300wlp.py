@@ -29,23 +29,17 @@ Runtime (estimate, not measured): 25 epochs x 3,825 steps of 32 images of
 224 px through a ResNet-50 in bfloat16, about 2-3 hours on one modern GPU.
 """
 
-from jaxpose.config import base_config
+from experiments.hopenet_300wlp import resnet50_300wlp
 
 GRANULARITIES = (198, 66, 18, 6, 2)
 BETAS = (7.0, 5.0, 3.0, 1.0, 1.0)
 
 
 def get_config():
-    config = base_config()
-    config.data.name = "the300w_lp"
-    config.data.image_size = 224
-    config.data.crop = "hopenet"
+    config = resnet50_300wlp()
     # Resize(240) + RandomCrop(224) of the official transform.
     config.data.scale = (224 / 240, 224 / 240)
     config.data.shift = (1 - 224 / 240) / 2
-    config.data.num_workers = 8
-    config.model.name = "resnet50"
-    config.model.dtype = "bfloat16"
     config.model.head = "binned"
     config.model.head_kwargs = {"granularities": GRANULARITIES, "lo": -99.0, "hi": 99.0}
     config.losses = {"hybrid": {"weight": 1.0, "betas": BETAS, "alpha": 2.0, "lo": -99.0, "hi": 99.0}}
@@ -53,5 +47,4 @@ def get_config():
     config.batch_size = 32
     config.num_epochs = 25
     config.checkpoint_every = 5000
-    config.eval_on = (("aflw2000", "test"), ("biwi/protocol1", "test"))
     return config

@@ -32,14 +32,11 @@ Runtime (estimate, not measured): ~48,000 steps of 128 images of 224 px
 through a ResNet-50 in bfloat16, about 4-6 hours on one modern GPU.
 """
 
-from jaxpose.config import base_config
+from experiments.hopenet_300wlp import resnet50_300wlp
 
 
 def get_config():
-    config = base_config()
-    config.data.name = "the300w_lp"
-    config.data.image_size = 224
-    config.data.crop = "hopenet"
+    config = resnet50_300wlp()
     config.data.scale = (0.9, 1.1)
     config.data.shift = 0.05
     config.data.flip = False
@@ -48,9 +45,6 @@ def get_config():
     config.data.blur_prob = 0.01
     config.data.blur_max_sigma = 0.8  # OpenCV's sigma of a 3x3 Gaussian kernel
     config.data.pairs = True
-    config.data.num_workers = 8
-    config.model.name = "resnet50"
-    config.model.dtype = "bfloat16"
     config.model.head = "regression"
     config.model.head_kwargs = {"kind": "arccos"}
     config.losses = {"rankpose": {"weight": 1.0, "beta": 0.5}}
@@ -58,6 +52,4 @@ def get_config():
     config.optimizer.schedule = "cosine"
     config.batch_size = 128  # images: 64 pairs
     config.num_epochs = 25
-    config.checkpoint_every = 2000
-    config.eval_on = (("aflw2000", "test"), ("biwi/protocol1", "test"))
     return config

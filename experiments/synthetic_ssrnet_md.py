@@ -12,18 +12,8 @@ MAE table to <workdir>/eval.json.
 """
 
 from experiments.ssrnet_md import get_config as paper_config
+from experiments.synthetic_fsanet import cpu_fsa
 
 
 def get_config():
-    config = paper_config()
-    config.data.name = "synthetic_heads"
-    config.data.flip = True
-    config.data.num_workers = 0
-    config.eval_on = ()
-    config.batch_size = 32
-    config.num_train_steps = 600
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
-    config.log_every = 25
-    config.checkpoint_every = 200
-    return config
+    return cpu_fsa(paper_config())
