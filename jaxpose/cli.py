@@ -36,7 +36,9 @@ def command(name: str):
 
 def _config(args, overrides):
     from jaxpose.config import load_config
+    from jaxpose.sharding import initialize_distributed
 
+    initialize_distributed()  # joins a multi-host job (TPU pod, SLURM, ...); no-op on one machine
     return load_config(args.config, overrides)
 
 
