@@ -57,7 +57,10 @@ def identity_groups(source) -> list[np.ndarray]:
     """For each record, the indices of the *other* records of its identity (may be empty)."""
     identities = np.array([source[i]["identity"] for i in range(len(source))])
     _, inverse = np.unique(identities, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    # Sorting once groups the records in O(n log n) (300W-LP: 122k records, 61k identities).
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(inverse.max() + 2))
+    members = [order[starts[g] : starts[g + 1]] for g in range(inverse.max() + 1)]
     return [members[g][members[g] != i] for i, g in enumerate(inverse)]
 
 
