@@ -333,6 +333,27 @@ def _dataset_report(workdir: pathlib.Path, dataset: str, split: str, preds: np.n
     return row
 
 
+def _built_datasets(config) -> list[tuple[str, str]]:
+    """The (dataset, split) pairs of config.eval_on that are built; each one that is not is reported.
+
+    Checked before any compile. A config may list test sets a user has not
+    downloaded (BIWI, say): those are skipped with a line saying how to build
+    them; with none built at all, the first one's error is raised.
+    """
+    eval_on = config.eval_on or ((config.data.name, config.data.eval_split),)
+    built, errors = [], []
+    for dataset, split in eval_on:
+        try:
+            pipeline.data_source(ml_collections.ConfigDict({**config.data.to_dict(), "name": dataset}), split)
+            built.append((dataset, split))
+        except FileNotFoundError as e:
+            errors.append(e)
+            print(f"skipped {dataset}:{split}: {e}")
+    if not built:
+        raise errors[0]
+    return built
+
+
 def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None) -> dict:
     """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json.
 
@@ -340,9 +361,7 @@ def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | N
     and, for AFW, the yaw accuracy at 15 and 30 degrees.
     """
     workdir = pathlib.Path(workdir)
-    eval_on = config.eval_on or ((config.data.name, config.data.eval_split),)
-    for dataset, split in eval_on:  # fail before any compile when a dataset is missing
-        pipeline.data_source(ml_collections.ConfigDict({**config.data.to_dict(), "name": dataset}), split)
+    eval_on = _built_datasets(config)
     setup = setup or Setup(config, training=False)
     if variables is None:
         variables = checkpoint.restore_model(workdir, setup.abstract_variables)

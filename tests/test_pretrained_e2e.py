@@ -82,6 +82,20 @@ def aflw_data(testdata, tmp_path_factory):
     return data_dir
 
 
+def test_train_two_steps_and_evaluate_on_built_aflw2000(aflw_data, fast_compile, tmp_path, capsys):
+    """The FSA-Net experiment trains 2 steps on the built fixture, then evaluates; BIWI (not built) is a reported skip."""
+    overrides = {"data.data_dir": str(aflw_data), "data.name": "aflw2000", "data.train_split": "test",
+                 "batch_size": 8, "num_train_steps": 2, "log_every": 1}
+    config = load_config(EXPERIMENTS / "fsanet_caps_1x1.py", overrides)
+    results = train.train_and_evaluate(config, tmp_path)
+    assert list(results) == ["aflw2000:test"] and results["aflw2000:test"]["num_images"] == 16
+    assert "skipped biwi/protocol1:test: dataset 'biwi/protocol1' is not built" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    curves = json.loads((tmp_path / "ced_aflw2000_test.json").read_text())
+    assert curves["thresholds"] == list(range(31)) and len(curves["yaw"]) == 31
+    assert (tmp_path / "ced_aflw2000_test.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def record_names(config) -> list[str]:
     """The fixture file names of the built records, in the order the pipeline reads them."""
     source = pipeline.data_source(config.data, "test")
