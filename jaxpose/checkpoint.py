@@ -109,20 +109,26 @@ def restore_model(workdir: str | pathlib.Path, abstract_variables: Any) -> dict:
     return restored["model"]
 
 
-def restore_training(mngr: ocp.CheckpointManager, abstract_state: Any, data_iterator: Any):
-    """(TrainState, data_iterator) of the latest checkpoint; the iterator is restored in place."""
+def restore_training(mngr: ocp.CheckpointManager, abstract_state: Any, data_iterator: Any | None) -> Any:
+    """The TrainState of the latest checkpoint; a grain `data_iterator` is restored in place.
+
+    Placements whose data position is the step itself (memmap, device) pass None.
+    """
     step = _latest(mngr)
     items = {
         "model": ocp.args.StandardRestore(model_variables(abstract_state)),
         "opt": ocp.args.StandardRestore({"step": abstract_state.step, "opt_state": abstract_state.opt_state}),
-        "data": grain.checkpoint.CheckpointRestore(data_iterator),
     }
+    if data_iterator is not None:
+        if not (pathlib.Path(mngr.directory) / str(step) / "data").exists():
+            raise ValueError(f"checkpoint {step} in {mngr.directory} holds no data-iterator state (written by the "
+                             "memmap or device pipeline); resume it with the same config.data.pipeline")
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
     model, opt = restored["model"], restored["opt"]
-    state = abstract_state.replace(
+    return abstract_state.replace(
         step=opt["step"], opt_state=opt["opt_state"], params=model["params"], batch_stats=model["batch_stats"]
     )
-    return state, restored["data"]
 
 
 def is_training_checkpoint(mngr: ocp.CheckpointManager) -> bool:

@@ -4,6 +4,7 @@
     jaxpose eval    --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose sweep   --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose data build NAME [--source DIR] [--data_dir D] [--detections CSV] [--overwrite]
+    jaxpose data cache NAME --image_size S [--canvas_size C] [--split train] [--data_dir D] [--overwrite]
     jaxpose convert {fsanet-keras,torchvision-resnet,hopenet} SRC --workdir W
     jaxpose predict --config experiments/X.py --workdir W [--boxes CSV] [--output CSV] [IMAGE_OR_FOLDER ...]
 
@@ -72,10 +73,15 @@ def _sweep(args, overrides):
 
 @command("data")
 def _data(args, overrides):
-    from input_pipeline.datasets.build import build_dataset
-
     if overrides:
         raise ValueError(f"unrecognized arguments: {' '.join(overrides)}")
+    if args.action == "cache":
+        from input_pipeline.canvases import build_cache
+
+        build_cache(args.name, args.data_dir, args.split, args.image_size, args.canvas_size, overwrite=args.overwrite)
+        return
+    from input_pipeline.datasets.build import build_dataset
+
     extra = {"detections": args.detections} if args.detections else {}
     build_dataset(args.name, args.source, args.data_dir, overwrite=args.overwrite, **extra)
 
@@ -134,9 +140,22 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"where datasets are built (default {DEFAULT_DATA_DIR})")
     build.add_argument("--detections", help="BIWI only: CSV of face boxes (frame, x_min, y_min, x_max, y_max) replacing the geometric boxes")
     build.add_argument("--overwrite", action="store_true", help="delete and rebuild an already built dataset")
+    _add_data_cache(data, DEFAULT_DATA_DIR)
     _add_convert(sub)
     _add_predict(sub)
     return p
+
+
+def _add_data_cache(data, default_data_dir) -> None:
+    # Sizes are checked by input_pipeline.canvases.build_cache (one `jaxpose: error:` line, exit 1).
+    cache = data.add_parser("cache", help="decode a built dataset's split once into fixed-size canvases "
+                                          "(memory map) for on-device augmentation")
+    cache.add_argument("name", help="dataset name, e.g. the300w_lp or synthetic_heads")
+    cache.add_argument("--image_size", type=int, required=True, help="the model's input size in px (config.data.image_size)")
+    cache.add_argument("--canvas_size", type=int, default=None, help="canvas side in px (default 2 x image_size)")
+    cache.add_argument("--split", default="train", help="split to cache (default train)")
+    cache.add_argument("--data_dir", default=default_data_dir, help=f"where datasets are built (default {default_data_dir})")
+    cache.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
 
 
 CONVERT_HELP = "fsanet-keras (official FSA-Net .h5), torchvision-resnet (ImageNet .pth) or hopenet (original .pkl)"

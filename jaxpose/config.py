@@ -34,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     c.init_from = ""  # a workdir whose checkpointed params (and batch_stats) initialise the model
     c.eval_on = ()  # ((dataset, split), ...); empty: (data.name, data.eval_split)
+    c.steps_per_dispatch = 1  # train steps per jitted call (lax.scan); logging and checkpoints stay exact
+    c.parallelism = "gspmd"  # or "per_device": shard_map step, local BatchNorm, averaged gradients (pmap-style)
 
     c.data = d = ml_collections.ConfigDict()
     d.name = "synthetic_heads"
@@ -56,7 +58,15 @@ def base_config() -> ml_collections.ConfigDict:
     d.channels = "rgb"  # "bgr" for the official FSA-Net weights
     d.normalize = "imagenet"  # or "bgr255"
     d.pairs = False  # RankPose same-identity pairs
-    d.num_workers = 0  # grain worker processes
+    # Where training images are made (input_pipeline.pipeline): "host" decodes and augments each image on
+    # the host (grain); "memmap" gathers decoded canvases (`jaxpose data cache`) from a memory map and
+    # augments on the device; "device" keeps the canvases on the devices and samples there.
+    d.pipeline = "host"
+    d.canvas_size = 0  # canvases' side for memmap/device; 0: input_pipeline.canvases.default_canvas_size
+    # grain worker processes for the host pipeline (each runs num_threads reader threads, OpenCV
+    # single-threaded): 0 = none, the reader threads run in the training process; -1 = auto, one per
+    # CPU this process may use less one for the training process, at least 1 (augment.num_workers).
+    d.num_workers = 0
     d.num_threads = 2
     d.prefetch = 4
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
@@ -24,13 +24,18 @@ def initialize_distributed() -> None:
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D `data` mesh over all devices, or over the first `num_devices`."""
+    """A 1-D `data` mesh over all devices, or over the first `num_devices`.
+
+    Its axis is of type Auto: GSPMD propagates the shardings through the step
+    (jax.make_mesh's default, Explicit, would make every traced array carry its
+    sharding and reject, e.g., a vmap over a sharded batch and an unsharded index).
+    """
     devices = jax.devices()
     if num_devices is None:
-        return jax.make_mesh((len(devices),), (DATA_AXIS,))
+        num_devices = len(devices)
     if not 1 <= num_devices <= len(devices):
         raise ValueError(f"num_devices={num_devices}, but {len(devices)} devices are available")
-    return Mesh(np.array(devices[:num_devices]), (DATA_AXIS,))
+    return Mesh(np.array(devices[:num_devices]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -49,7 +54,11 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> int:
     return global_batch // jax.process_count()
 
 
-def put_batch(batch: dict, mesh: Mesh) -> dict:
-    """Host-local numpy batch -> global jax arrays sharded on `data` (works for several processes)."""
-    sharding = batch_sharding(mesh)
+def put_batch(batch: dict, mesh: Mesh, *, leading_steps: bool = False) -> dict:
+    """Host-local numpy batch -> global jax arrays sharded on `data` (works for several processes).
+
+    leading_steps: the arrays hold several steps' batches on axis 0 (split on axis 1).
+    """
+    spec = PartitionSpec(None, DATA_AXIS) if leading_steps else PartitionSpec(DATA_AXIS)
+    sharding = NamedSharding(mesh, spec)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

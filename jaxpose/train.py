@@ -12,19 +12,21 @@ import json
 import math
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from input_pipeline import pipeline
+from input_pipeline import canvases, device_augment, pipeline
 from jaxpose import checkpoint, losses, metrics, sharding
 from jaxpose.models import build_model
 
@@ -152,9 +154,22 @@ def create_state(model: nn.Module, variables: dict, tx, mesh) -> TrainState:
 
 # --- steps ----------------------------------------------------------------------
 
+PLACEMENTS = ("host", "memmap", "device")
+PARALLELISMS = ("gspmd", "per_device")
 
-def train_step(state: TrainState, batch: dict, *, normalize: str, terms) -> tuple[TrainState, dict]:
-    """One optimisation step on a global batch {"image": uint8 (B, S, S, 3), "pose": (B, 3) degrees}."""
+
+def train_step(state: TrainState, inputs: Any, *, normalize: str, terms, make_batch: Callable,
+               axis_name: str | None = None) -> tuple[TrainState, dict]:
+    """One optimisation step; `make_batch(step, inputs)` gives {"image" (B, S, S, 3), "pose" (B, 3) degrees}.
+
+    With `axis_name` this is the per-device (pmap-style) step run inside
+    shard_map: BatchNorm normalises with its device's batch statistics, and the
+    gradients, the running BatchNorm statistics and the metrics are averaged
+    over the devices. Averaging the running statistics every step equals the
+    flax ImageNet example's averaging before evaluation: they are exponential
+    moving averages, which commute with the mean over devices.
+    """
+    batch = make_batch(state.step, inputs)
     images = preprocess(batch["image"], normalize)
 
     def loss_fn(params):
@@ -164,15 +179,40 @@ def train_step(state: TrainState, batch: dict, *, normalize: str, terms) -> tupl
         return loss, (per_term, updates.get("batch_stats", {}), outputs["pose"])
 
     (loss, (per_term, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     step_metrics = {
         "loss": loss,
         **{f"loss_{name}": value for name, value in per_term.items()},
-        "mae": jnp.mean(jnp.abs(pose - batch["pose"])),
-        "grad_norm": optax.tree.norm(grads),
-        "param_norm": optax.tree.norm(state.params),
+        "mae": jnp.mean(jnp.abs(pose.astype(jnp.float32) - batch["pose"])),
     }
+    if axis_name is not None:
+        grads, batch_stats, step_metrics = mean_over_devices((grads, batch_stats, step_metrics), axis_name)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    step_metrics["grad_norm"] = optax.tree.norm(grads)
+    step_metrics["param_norm"] = optax.tree.norm(state.params)
     return new_state, step_metrics
+
+
+def mean_over_devices(tree: Any, axis_name: str) -> Any:
+    """lax.pmean of a whole pytree as ONE all-reduce of its leaves raveled into a vector.
+
+    A pmean of the tree itself is lowered to one all-reduce per leaf (about
+    40 for a small ResNet, measured on 8 CPU devices), each with its own
+    launch and latency; XLA:GPU's combiner merges them, XLA:CPU does not.
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(tree)
+    return unravel(jax.lax.pmean(flat, axis_name))
+
+
+def several_steps(state: TrainState, inputs: Any, *, step: Callable, num_steps: int, stacked: bool):
+    """`num_steps` train steps in one program (lax.scan); metrics come back per step, stacked on axis 0.
+
+    stacked: inputs hold one batch per step on axis 0 (host, memmap); else the
+    same inputs (the device-resident canvases) serve every step.
+    """
+    def body(state, per_step):
+        return step(state, per_step if stacked else inputs)
+
+    return jax.lax.scan(body, state, inputs if stacked else None, length=num_steps)
 
 
 def eval_step(variables: dict, images: jax.Array, *, model: nn.Module, normalize: str) -> jax.Array:
@@ -180,15 +220,75 @@ def eval_step(variables: dict, images: jax.Array, *, model: nn.Module, normalize
     return model.apply(variables, preprocess(images, normalize), train=False)["pose"]
 
 
-def jit_train_step(config, mesh, state_sharding):
-    step = functools.partial(train_step, normalize=config.data.normalize, terms=loss_terms(config))
-    batch_sharding = sharding.batch_sharding(mesh)
+def make_batch_fn(config, mesh, placement: str, *, per_device: bool) -> Callable:
+    """(step, inputs) -> training batch, for a placement (see `pipeline`); runs inside the jitted step.
+
+    host: the inputs are the batch. memmap: the inputs are canvases and labels,
+    augmented here. device: the inputs are this run's resident canvases, from
+    which each device samples its rows, then augmented here. Per-example
+    augmentation keys depend on the step and the example's global position only.
+    """
+    pairs, devices = config.data.pairs, mesh.size
+    key = jax.random.PRNGKey(config.seed)
+    augment_key, sample_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+    spec = device_augment.AugmentSpec.from_config(config.data)
+
+    def finish(batch):
+        # Rows arrive per device as [its firsts; its seconds]; the global (GSPMD) loss wants [firsts; seconds].
+        if pairs and not per_device:
+            return jax.tree.map(lambda x: pipeline.global_pairs_order(x, devices), batch)
+        return batch
+
+    def augment(step, rows):
+        count = rows["canvas"].shape[0]
+        positions = jnp.arange(count)
+        if per_device:
+            positions = positions + jax.lax.axis_index(sharding.DATA_AXIS) * count
+        labels = {k: rows[k] for k in pipeline.CANVAS_LABELS}
+        return device_augment.augment(rows["canvas"], labels, augment_key, positions, step, spec)
+
+    if placement == "host":
+        return lambda step, batch: finish(batch)
+    if placement == "memmap":
+        return lambda step, rows: finish(augment(step, rows))
+    examples = config.batch_size // devices // (2 if pairs else 1)
+    sample = functools.partial(pipeline.sample_local, key=sample_key, examples=examples, pairs=pairs,
+                               axis_name=sharding.DATA_AXIS)
+    if not per_device:
+        sample = jax.shard_map(sample, mesh=mesh, in_specs=(P(), P(sharding.DATA_AXIS)), out_specs=P(sharding.DATA_AXIS))
+    return lambda step, resident: finish(augment(step, sample(step, resident)))
+
+
+def jit_train_step(config, mesh, state_sharding, *, placement: str = "host", num_steps: int = 1):
+    """The jitted train step for a placement and config.parallelism, running `num_steps` steps per call.
+
+    Inputs: one batch (host, memmap), `num_steps` batches stacked on axis 0 when
+    num_steps > 1, or the resident canvases (device). The state is donated.
+    """
+    per_device = _check_choice("parallelism", config.parallelism, PARALLELISMS) == "per_device"
+    step = functools.partial(
+        train_step, normalize=config.data.normalize, terms=loss_terms(config),
+        make_batch=make_batch_fn(config, mesh, placement, per_device=per_device),
+        axis_name=sharding.DATA_AXIS if per_device else None,
+    )
+    stacked = num_steps > 1 and placement != "device"
+    if num_steps > 1:
+        step = functools.partial(several_steps, step=step, num_steps=num_steps, stacked=placement != "device")
+    data_spec = P(None, sharding.DATA_AXIS) if stacked else P(sharding.DATA_AXIS)
+    if per_device:
+        step = jax.shard_map(step, mesh=mesh, in_specs=(P(), data_spec), out_specs=(P(), P()))
     return jax.jit(
         step,
-        in_shardings=(state_sharding, batch_sharding),
+        in_shardings=(state_sharding, NamedSharding(mesh, data_spec)),
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=0,
     )
+
+
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"config key {key!r} is {value!r}; valid: {', '.join(valid)}")
+    return value
 
 
 # --- loops ----------------------------------------------------------------------
@@ -207,7 +307,18 @@ class Setup:
         self.abstract_variables = checkpoint.abstract_with_sharding(shapes, self.replicated)
         if not training:
             return
-        num_examples = pipeline.train_size(config.data)  # fails fast when the dataset is missing
+        self.placement = _check_choice("data.pipeline", config.data.pipeline, PLACEMENTS)
+        _check_choice("parallelism", config.parallelism, PARALLELISMS)
+        if config.steps_per_dispatch < 1:
+            raise ValueError(f"config key 'steps_per_dispatch' is {config.steps_per_dispatch}; it must be >= 1")
+        if config.data.pairs:
+            pipeline.check_pair_batch(config.batch_size, self.mesh.size)
+        # Fails fast when the dataset (or its canvases) is missing.
+        if self.placement == "host":
+            num_examples = pipeline.train_size(config.data)
+        else:
+            self.cache = canvases.ensure_cache(config.data)
+            num_examples = pipeline.process_shard(len(self.cache))[1]
         variables = init_variables(config, self.model, self.mesh)
         if config.init_from:
             pretrained = checkpoint.restore_model(config.init_from, None)
@@ -222,23 +333,48 @@ class Setup:
     def abstract_state(self):
         return checkpoint.abstract_with_sharding(self.state, self.replicated)
 
+    def make_feed(self, config):
+        """The training input of config.data.pipeline (see `pipeline`'s feeds)."""
+        if self.placement == "host":
+            return pipeline.HostFeed(config.data, self.batch_per_process, config.seed, self.mesh)
+        if self.placement == "memmap":
+            return pipeline.MemmapFeed(self.cache, self.batch_per_process, config.seed, self.mesh, pairs=config.data.pairs)
+        return pipeline.DeviceFeed(self.cache, self.mesh, pairs=config.data.pairs)
+
+
+def dispatch_schedule(start: int, total: int, steps_per_dispatch: int, boundaries: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(steps done before, steps) of each dispatch from `start` to `total`: `steps_per_dispatch` at a
+    time, cut short so that every multiple of a boundary (log, checkpoint) ends a dispatch."""
+    schedule, step = [], start
+    while step < total:
+        stop = min([total] + [(step // every + 1) * every for every in boundaries if every > 0])
+        schedule.append((step, min(steps_per_dispatch, stop - step)))
+        step += schedule[-1][1]
+    return schedule
+
 
 def _write_json(path: pathlib.Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _flush(pending: list[tuple[int, dict]], log_file, since: float, images: int) -> dict:
-    """Fetches the metrics of the steps since the last flush, stops on a non-finite loss, logs the last.
+def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images: int) -> dict:
+    """Fetches the metrics of the dispatches since the last flush, stops on a non-finite loss, logs the last step.
 
-    Fetching waits for the queued steps, so images/s counts finished work.
+    pending: (steps done before, steps, metrics); a dispatch of several steps
+    holds one value per step. Fetching waits for the queued steps, so images/s
+    counts finished work.
     """
-    fetched = jax.device_get([m for _, m in pending])
+    fetched = jax.device_get([m for _, _, m in pending])
     seconds = time.perf_counter() - since
-    for (step, _), values in zip(pending, fetched):
+    per_step = []
+    for (first, count, _), values in zip(pending, fetched):
+        for i in range(count):
+            per_step.append((first + i + 1, values if count == 1 else {k: v[i] for k, v in values.items()}))
+    for step, values in per_step:
         if not math.isfinite(float(values["loss"])):
             details = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
             raise NonFiniteLossError(f"non-finite loss at step {step}: {details}")
-    step, values = pending[-1][0], fetched[-1]
+    step, values = per_step[-1]
     record = {"step": step, **{k: float(v) for k, v in values.items()}, "images_per_sec": images / seconds}
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
@@ -263,40 +399,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir / "config.json", config.to_dict())
     setup = Setup(config, training=True)
-    data_iter = iter(pipeline.train_dataset(config.data, setup.batch_per_process, config.seed))
+    feed = setup.make_feed(config)
     mngr = checkpoint.manager(workdir)
     state = setup.state
     if checkpoint.is_training_checkpoint(mngr):
-        state, data_iter = checkpoint.restore_training(mngr, setup.abstract_state(), data_iter)
+        state = checkpoint.restore_training(mngr, setup.abstract_state(), feed.checkpoint_item)
         print(f"resumed from {mngr.directory} at step {int(state.step)}")
         _rewind_metrics(workdir / "metrics.jsonl", int(state.step))
-    step_fn = jit_train_step(config, setup.mesh, setup.replicated)
-    state = _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir)
+    try:
+        state = train_loop(config, setup, state, feed, mngr, workdir)
+    finally:
+        feed.close()
     mngr.wait_until_finished()
     mngr.close()
-    data_iter.close()  # stops grain's worker processes now, not at interpreter exit
     return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup)
 
 
-def _train_loop(config, setup, state, step_fn, data_iter, mngr, workdir):
+def train_loop(config, setup, state, feed, mngr, workdir):
+    """Runs the dispatches from the state's step to setup.total_steps; logs and checkpoints at the configured steps."""
     start = int(state.step)
+    schedule = dispatch_schedule(start, setup.total_steps, config.steps_per_dispatch,
+                                 (config.log_every, config.checkpoint_every))
+    feed.start(schedule)
+    step_fns: dict[int, Callable] = {}  # one compiled program per dispatch length
     pending, images, tick = [], 0, time.perf_counter()
     with open(workdir / "metrics.jsonl", "a") as log_file, tqdm(
         total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True
     ) as bar:
-        for step in range(start + 1, setup.total_steps + 1):
-            batch = sharding.put_batch(next(data_iter), setup.mesh)
-            state, step_metrics = step_fn(state, batch)
-            pending.append((step, step_metrics))
-            images += config.batch_size
-            bar.update(1)
+        for first, count in schedule:
+            if count not in step_fns:
+                step_fns[count] = jit_train_step(config, setup.mesh, setup.replicated, placement=setup.placement,
+                                                 num_steps=count)
+            state, step_metrics = step_fns[count](state, feed.get(count))
+            pending.append((first, count, step_metrics))
+            images += count * config.batch_size
+            bar.update(count)
+            step = first + count
             save_now = step % config.checkpoint_every == 0 or step == setup.total_steps
             if step % config.log_every == 0 or save_now:
                 record = _flush(pending, log_file, tick, images)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", mae=f"{record['mae']:.2f}", img_s=f"{record['images_per_sec']:.0f}")
                 images, tick = 0, time.perf_counter()
             if save_now:
-                checkpoint.save(mngr, step, state, data_iter)
+                checkpoint.save(mngr, step, state, feed.checkpoint_item)
     return state
 
 
