@@ -6,7 +6,7 @@ DEMO_WORKDIR ?= runs/demo
 # The converter tests compare against PyTorch (CPU build; an optional extra for users).
 TEST_TORCH ?= torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo test clean gpu-wheels bench-gpu
 
 $(BIN)/jaxpose: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,21 @@ test: $(BIN)/jaxpose $(VENV)/.torch
 
 clean:
 	rm -rf $(VENV) runs
+
+# The GPU benchmark suite (BENCHMARKS.md). A GPU machine here has no internet but has jax, flax, optax,
+# orbax and torch: `make gpu-wheels` (run where pip reaches PyPI) puts the rest into .whl/ for Python 3.12,
+# and `make bench-gpu` (run on the GPU machine, from the repo root, with .whl/ carried) installs them into
+# /tmp/site and prints the table; bench_gpu.json holds every row.
+GPU_WHEELS := grain==0.2.18 array-record==0.8.6 tensorflow-datasets==4.9.10 ml-collections==1.1.0 \
+	portpicker==1.6.0 dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9 tensorflow-metadata==1.21.0 \
+	termcolor==3.3.0 toml==0.10.2 docstring-parser==0.18.0 googleapis-common-protos==1.76.0
+
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w .whl promise==2.3  # pure Python, published as source only
+
+bench-gpu:
+	$(PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+	PYTHONPATH=/tmp/site:. $(PYTHON) -m jaxpose.bench --suite gpu --json bench_gpu.json

@@ -297,7 +297,8 @@ def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> str:
 class Setup:
     """What the loops derive from a config: mesh, model, initial variables and, for training, the optimizer."""
 
-    def __init__(self, config: ml_collections.ConfigDict, *, training: bool):
+    def __init__(self, config: ml_collections.ConfigDict, *, training: bool, cache: canvases.Canvases | None = None):
+        """cache: canvases to train on instead of the config's (benchmarks on random canvases)."""
         self.mesh = sharding.make_mesh(config.get("num_devices") or None)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
@@ -317,7 +318,7 @@ class Setup:
         if self.placement == "host":
             num_examples = pipeline.train_size(config.data)
         else:
-            self.cache = canvases.ensure_cache(config.data)
+            self.cache = cache if cache is not None else canvases.ensure_cache(config.data)
             num_examples = pipeline.process_shard(len(self.cache))[1]
         variables = init_variables(config, self.model, self.mesh)
         if config.init_from:
@@ -415,13 +416,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup)
 
 
-def train_loop(config, setup, state, feed, mngr, workdir):
-    """Runs the dispatches from the state's step to setup.total_steps; logs and checkpoints at the configured steps."""
+def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Callable] | None = None):
+    """Runs the dispatches from the state's step to setup.total_steps; logs and checkpoints at the configured steps.
+
+    step_fns: the jitted programs by dispatch length, kept by a caller that runs
+    the loop again (a benchmark's warm-up) so that nothing recompiles.
+    """
     start = int(state.step)
     schedule = dispatch_schedule(start, setup.total_steps, config.steps_per_dispatch,
                                  (config.log_every, config.checkpoint_every))
     feed.start(schedule)
-    step_fns: dict[int, Callable] = {}  # one compiled program per dispatch length
+    step_fns = {} if step_fns is None else step_fns  # one compiled program per dispatch length
     pending, images, tick = [], 0, time.perf_counter()
     with open(workdir / "metrics.jsonl", "a") as log_file, tqdm(
         total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True
