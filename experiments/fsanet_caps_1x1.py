@@ -13,24 +13,34 @@ fsanet_caps_wo.py (no fine-grained mapping) change only `scoring`; the paper's
 FSA-Caps-Fusion is the mean pose of the three trained models
 (`jaxpose.models.fsanet.caps_fusion`).
 
-Settings, from the paper and its official training script
-(`FSANET_train.py`, `TYY_generators.py`): 64x64 crops of the 68-landmark box
-enlarged by 0.6 on every side (`data.crop = "fsanet"`), raw 0-255 BGR input
-(so the official weights converted by `jaxpose convert` evaluate with this
-same config), random crop and zoom 0.8-1.2 (`data.scale`, `data.shift`), no
-random flip (300W-LP already holds mirrored copies), MAE loss summed over
-(yaw, pitch, roll), Adam lr 1e-3 x 0.1 after epochs 30 and 60, batch 16, 90
-epochs. Differences from the official run: it trains on a random 80 % of
-300W-LP (20 % held out for checkpoint selection) while this trains on all of
-it, and its random crop/zoom are Keras' (black/white borders in half of the
-crops) while jaxpose rescales the crop box.
+| setting | paper | official code | this config | why |
+|---|---|---|---|---|
+| crop | not stated | 68-landmark box +-0.6 of its size, clipped (`TYY_create_db_type1.py`) | `fsanet` | official |
+| input | not stated | 64 px, raw 0-255 BGR | the same | the official weights evaluate with this config |
+| augmentation | random crop, random scaling 0.8-1.2 | Keras random crop of 1-15 px (black/white borders in half), zoom 0.8-1.2 | crop box scale U[0.8, 1.2], shift 0.1 | no border fill |
+| flip | not stated | none | none | 300W-LP holds mirrored copies |
+| stage fusion | multiply the two streams, then c 1x1 convolutions (Sec. 3.3) | a 1x1 conv per stream (tanh / ReLU), then multiply | the official order | the official weights need it |
+| optimizer | Adam 1e-3, x0.1 every 30 epochs, 90 epochs | Adam() (1e-3), x0.1 at epochs 30, 60; 90 epochs | the same | |
+| batch | 16 (protocol 1) | 16 (`run_fsanet_train.sh`) | 16 | |
+| training set | 300W-LP | a random 80 % (`validation_split` 0.2, for checkpoint selection) | all of 300W-LP | no validation split in the protocol |
+| loss | MAE | MAE summed over yaw, pitch, roll | the same | |
 
-Expected result - the paper's numbers (Yang et al. 2019, Tables 1-2), MAE in
-degrees (yaw / pitch / roll / mean); the paper tabulates the single variants
-only in its ablation study, so the fusion of the three is what to compare
-with here:
-    AFLW2000:        FSA-Caps-Fusion 4.50 / 6.08 / 4.64 / 5.07
-    BIWI protocol 1: FSA-Caps-Fusion 4.27 / 4.96 / 2.76 / 4.00
+Official code: shamangary/FSA-Net (`training_and_testing/FSANET_train.py`,
+`TYY_generators.py`, `run_fsanet_train.sh`, `lib/FSANET_model.py`
+`ssr_G_model_build` for the fusion); paper: its 0191.pdf (Sections 3-4).
+
+Expected result - the paper's numbers (Yang et al. 2019), MAE in degrees
+(yaw / pitch / roll / mean); the single variants are in Tables 1-2 too:
+AFLW2000 (Table 1):
+    FSA-Caps (1x1)   4.82 / 6.19 / 4.76 / 5.25
+    FSA-Caps (var.)  4.96 / 6.34 / 4.78 / 5.36
+    FSA-Caps (w/o)   5.27 / 6.71 / 5.28 / 5.75
+    FSA-Caps-Fusion  4.50 / 6.08 / 4.64 / 5.07
+BIWI protocol 1 (Table 2):
+    FSA-Caps (1x1)   4.78 / 6.24 / 3.31 / 4.31
+    FSA-Caps (var.)  4.56 / 5.21 / 3.07 / 4.28
+    FSA-Caps (w/o)   4.56 / 5.15 / 2.94 / 4.22
+    FSA-Caps-Fusion  4.27 / 4.96 / 2.76 / 4.00
 Runtime (estimate, not measured): 90 epochs x 7,650 steps of batch 16; the
 model is tiny (0.24 M parameters), so on one GPU the host-side JPEG
 decoding and cropping of 300W-LP bounds it at roughly 1-2 hours with 8
@@ -51,7 +61,7 @@ def get_config():
     config.data.flip = False
     config.data.channels = "bgr"
     config.data.normalize = "bgr255"
-    config.data.num_workers = 8
+    config.data.num_workers = -1  # auto: one per CPU less one (input_pipeline.augment.num_workers)
     config.model.name = "fsanet"
     # float32 like the official model: at 64 px the trunk is cheap, and the SSR
     # decoding divides by products of stage sizes.

@@ -10,11 +10,17 @@ learned scoring); everything else, including the training recipe, as
 fsanet_caps_1x1.py (Adam 1e-3 x 0.1 every 30 epochs, batch 16, 90 epochs,
 64 px FSA-Net crops, raw BGR 0-255, MAE loss).
 
-Expected result - the paper's numbers (Yang et al. 2019, Tables 1-2) for the
-fusion of the 1x1, var. and w/o models, MAE in degrees (yaw / pitch / roll /
-mean):
-    AFLW2000:        FSA-Caps-Fusion 4.50 / 6.08 / 4.64 / 5.07
-    BIWI protocol 1: FSA-Caps-Fusion 4.27 / 4.96 / 2.76 / 4.00
+| setting | paper | official code | this config | why |
+|---|---|---|---|---|
+| scoring | variance over channels | `fsanet_var_capsule_3_16_2_21_5` (model_type 3) | `scoring="var"` | |
+| stage fusion | multiply, then 1x1 conv (Sec. 3.3) | 1x1 conv per stream, then multiply | the official order | the official weights need it |
+| recipe | as fsanet_caps_1x1.py | batch 16, 90 epochs, 80 % of 300W-LP | as fsanet_caps_1x1.py | see its table |
+
+Expected result - the paper's numbers (Yang et al. 2019), MAE in degrees
+(yaw / pitch / roll / mean):
+    AFLW2000 (Table 1):        FSA-Caps (var.) 4.96 / 6.34 / 4.78 / 5.36
+    BIWI protocol 1 (Table 2): FSA-Caps (var.) 4.56 / 5.21 / 3.07 / 4.28
+    FSA-Caps-Fusion (the mean of the 1x1, var. and w/o models): 5.07 and 4.00
 Runtime (estimate, not measured): as fsanet_caps_1x1.py, about 1-2 hours on one GPU.
 """
 

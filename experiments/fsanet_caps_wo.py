@@ -11,11 +11,17 @@ capsules (the official `fsanet_noS_capsule_3_16_2_192_5`). Training recipe
 as fsanet_caps_1x1.py (Adam 1e-3 x 0.1 every 30 epochs, batch 16, 90 epochs,
 64 px FSA-Net crops, raw BGR 0-255, MAE loss).
 
-Expected result - the paper's numbers (Yang et al. 2019, Tables 1-2) for the
-fusion of the 1x1, var. and w/o models, MAE in degrees (yaw / pitch / roll /
-mean):
-    AFLW2000:        FSA-Caps-Fusion 4.50 / 6.08 / 4.64 / 5.07
-    BIWI protocol 1: FSA-Caps-Fusion 4.27 / 4.96 / 2.76 / 4.00
+| setting | paper | official code | this config | why |
+|---|---|---|---|---|
+| scoring | none, no fine-grained mapping | `fsanet_noS_capsule_3_16_2_192_5` (model_type 4) | `scoring="none"`, 192 primary capsules | |
+| stage fusion | multiply, then 1x1 conv (Sec. 3.3) | 1x1 conv per stream, then multiply | the official order | the official weights need it |
+| recipe | as fsanet_caps_1x1.py | batch 16, 90 epochs, 80 % of 300W-LP | as fsanet_caps_1x1.py | see its table |
+
+Expected result - the paper's numbers (Yang et al. 2019), MAE in degrees
+(yaw / pitch / roll / mean):
+    AFLW2000 (Table 1):        FSA-Caps (w/o) 5.27 / 6.71 / 5.28 / 5.75
+    BIWI protocol 1 (Table 2): FSA-Caps (w/o) 4.56 / 5.15 / 2.94 / 4.22
+    FSA-Caps-Fusion (the mean of the 1x1, var. and w/o models): 5.07 and 4.00
 Runtime (estimate, not measured): as fsanet_caps_1x1.py, about 1-2 hours on one GPU.
 """
 

@@ -21,12 +21,21 @@ Published numbers, MAE in degrees (yaw / pitch / roll / mean):
     AFLW2000 (1969 images), paper Table 1, Multi-Loss ResNet50:
         alpha = 2: 6.470 / 6.559 / 5.436 / 6.155   (hopenet_alpha2.pkl)
         alpha = 1: 6.920 / 6.637 / 5.674 / 6.410   (hopenet_alpha1.pkl)
-    BIWI (all frames, dockerface boxes), paper Table 2, alpha = 2:
-        4.810 / 6.606 / 3.269 / 4.895 (as quoted by later papers, e.g. FSA-Net; not re-checked here)
+    BIWI (all frames, dockerface boxes), paper Table 2 (also FSA-Net's Table 2):
+        alpha = 1: 4.810 / 6.606 / 3.269 / 4.895   (hopenet_alpha1.pkl)
+        alpha = 2: 5.17 / 6.98 / 3.39 / 5.177       (hopenet_alpha2.pkl; angles as FSA-Net quotes them)
     hopenet_robust_alpha1.pkl has no published number; users of the released
     test script report yaw / pitch / roll 9.17 / 7.04 / 5.78 on AFLW2000
     (github.com/Younai2021/HopeNet) and 9.68 / 9.38 / 8.55 on all 2000 images,
     no range filter (github.com/ivan-alles/deep-head-pose).
+
+| setting | paper | official code | this config | why |
+|---|---|---|---|---|
+| weights | 300W-LP, alpha 1 and 2 | the released .pkl files | converted (`jaxpose convert hopenet`) | |
+| AFLW2000 box | not verified | all 21 `pt2d` points, missing ones included | the valid points only | see below |
+| test crop | k = 0.2 | x -+2k, top 2k, bottom 0.6k; Scale(224) + CenterCrop(224) | `hopenet`, k 0.2, whole crop resized | see below |
+| decoding | expectation over bins | sum_k softmax_k * 3k - 99 (left edge) | `left_edge=True` | to reproduce the released numbers |
+| BIWI box | not verified | dockerface detections, k = 0.35 | geometric head box, k 0.2 (or `--detections`) | no detector in jaxpose's build |
 
 Known differences from the released test code (their effect on the full
 sets is not measured here; do not expect a match to the digit):

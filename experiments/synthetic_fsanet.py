@@ -12,6 +12,13 @@ copies, unlike 300W-LP).
 Measured on 2 CPU cores (jax 0.10.2): 7.2 minutes in all (about 44
 images/s); synthetic test split MAE yaw 10.40, pitch 11.26, roll 13.19,
 mean 11.62.
+
+| setting | paper | official code | this config | why |
+|---|---|---|---|---|
+| data | 300W-LP | 300W-LP (80 %) | synthetic_heads | runs anywhere, no download |
+| flip | not stated | none | random flip | synthetic_heads has no mirrored copies |
+| schedule | Adam 1e-3, x0.1 every 30 of 90 epochs, batch 16 | the same | Adam 1e-3, warm-up + cosine, batch 32, 600 steps | a short CPU run |
+| model, crop, input, loss | see fsanet_caps_1x1.py | | as fsanet_caps_1x1.py (official stage fusion: conv, then multiply) | |
 """
 
 from experiments.fsanet_caps_1x1 import get_config as paper_config

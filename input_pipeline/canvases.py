@@ -495,6 +495,9 @@ def ensure_cache(data_cfg: Any, split: str | None = None) -> Canvases:
     canvas_size 0 (or absent) means default_canvas_size(image_size). A real
     dataset's missing cache raises FileNotFoundError with the command that builds it.
     """
+    if tuple(getattr(data_cfg, "downsample_factors", ()) or ()):  # device_augment has no such option
+        raise ValueError("data.downsample_factors (Hopenet's nearest-neighbour schedule) is applied by the "
+                         "host pipeline only; use --config.data.pipeline=host")
     split = split or data_cfg.train_split
     requested = int(getattr(data_cfg, "canvas_size", 0) or 0)
     canvas_size = _check_sizes(data_cfg.image_size, requested)

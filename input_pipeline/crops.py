@@ -10,7 +10,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-CROPS = ("hopenet", "fsanet", "box")
+CROPS = ("hopenet", "hopenet_train", "fsanet", "box")
+# Hopenet's training transform Scale(240) + RandomCrop(224): a square of 224/240 of the crop's shorter side.
+HOPENET_TRAIN_FRACTION = 224 / 240
 
 
 def landmark_box(landmarks: np.ndarray, *, rule: str = "both") -> np.ndarray:
@@ -52,6 +54,34 @@ def hopenet_crop(box: np.ndarray, k: float = 0.2) -> np.ndarray:
     x_max += 2 * k * abs(x_max - x_min)
     y_max += 0.6 * k * abs(y_max - y_min)
     return np.array([x_min, y_min, x_max, y_max], np.float32)
+
+
+def hopenet_train_crop(box: np.ndarray, k: float = 0.2, offset=(0.5, 0.5)) -> np.ndarray:
+    """Hopenet's training crop (deep-head-pose `code/datasets.py`, class Pose_300W_LP).
+
+    The landmark box widened in place, as the official loader does (so x_max
+    grows by 0.6 k of the already widened width, y_max by 0.6 k of the already
+    heightened height):
+        x_min -= 0.6 k |x_max - x_min|;  y_min -= 2 k |y_max - y_min|
+        x_max += 0.6 k |x_max - x_min|;  y_max += 0.6 k |y_max - y_min|
+    with k ~ U[0.2, 0.4] in training; then its transform Scale(240) +
+    RandomCrop(224), which keeps the aspect ratio: in the widened box's pixels
+    a square of side (224 / 240) * its shorter side, at `offset` (each in
+    [0, 1]) of the slack along x and y - uniformly random in training,
+    (0.5, 0.5) (centred) without randomness. The official code also
+    truncates the widened box to whole pixels before Scale(240); here the
+    square is rounded once, by `crop_resize`.
+    """
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    x_min -= 0.6 * k * abs(x_max - x_min)
+    y_min -= 2 * k * abs(y_max - y_min)
+    x_max += 0.6 * k * abs(x_max - x_min)
+    y_max += 0.6 * k * abs(y_max - y_min)
+    width, height = x_max - x_min, y_max - y_min
+    side = HOPENET_TRAIN_FRACTION * min(width, height)
+    x0 = x_min + float(offset[0]) * (width - side)
+    y0 = y_min + float(offset[1]) * (height - side)
+    return np.array([x0, y0, x0 + side, y0 + side], np.float32)
 
 
 def fsanet_crop(box: np.ndarray, image_shape: tuple[int, ...], ad: float = 0.6,
@@ -100,7 +130,7 @@ def scale_box(box: np.ndarray, scale: float, shift: tuple[float, float] = (0.0, 
 # How each convention's published code resizes the cut region. FSA-Net: cv2.resize with its
 # default bilinear filter (no anti-aliasing); Hopenet: PIL's bilinear resize, which widens its
 # filter when shrinking, approximated by INTER_AREA when shrinking and bilinear when enlarging.
-RESIZE = {"hopenet": "area", "fsanet": "bilinear", "box": "area"}
+RESIZE = {"hopenet": "area", "hopenet_train": "area", "fsanet": "bilinear", "box": "area"}
 
 
 def crop_resize(image: np.ndarray, box: np.ndarray, size: int, *, convention: str = "hopenet") -> np.ndarray:
@@ -127,14 +157,18 @@ def crop_resize(image: np.ndarray, box: np.ndarray, size: int, *, convention: st
 
 
 def crop_box(convention: str, box: np.ndarray, image_shape: tuple[int, ...], *, k: float = 0.2,
-             bounds: np.ndarray | None = None) -> np.ndarray:
+             bounds: np.ndarray | None = None, offset=None) -> np.ndarray:
     """The model-input region for a face box under a named convention (see CROPS).
 
     k: Hopenet's margin; bounds: the source image's extent for FSA-Net's
-    clipping (see `fsanet_crop`). Cut it with `crop_resize(..., convention=)`.
+    clipping (see `fsanet_crop`); offset: where "hopenet_train"'s square lies
+    in its widened box, (x, y) in [0, 1] (None: centred; see
+    `hopenet_train_crop`). Cut it with `crop_resize(..., convention=)`.
     """
     if convention == "hopenet":
         return hopenet_crop(box, k)
+    if convention == "hopenet_train":
+        return hopenet_train_crop(box, k, (0.5, 0.5) if offset is None else offset)
     if convention == "fsanet":
         return fsanet_crop(box, image_shape, bounds=bounds)
     if convention == "box":

@@ -8,8 +8,9 @@ point (x, y) is canvas point (x * sx, y * sy); pixel i covers [i, i + 1).
 Per example, as the host path (`augment.prepare`) does with numpy + OpenCV:
 
 1. crop region: the configured convention around the face box with a random
-   margin k, then a random scale and shift (`crop_regions`, the exact
-   arithmetic of `crops.crop_box` + `crops.scale_box`, whole pixels);
+   margin k (and, for "hopenet_train", a random offset of its square), then a
+   random scale and shift (`crop_regions`, the exact arithmetic of
+   `crops.crop_box` + `crops.scale_box`, whole pixels);
 2. cut and resize to S x S in one `jax.image.scale_and_translate`
    (triangle kernel; anti-aliased when shrinking for Hopenet / box, which is
    PIL's bilinear filter that Hopenet's code used; plain bilinear for FSA-Net
@@ -22,8 +23,11 @@ Randomness: example i of a batch uses
 in the batch, so an example is augmented identically on 1 device or split
 over many. Its key is split in two: one U[0, 1) vector with a fixed entry per
 draw, in the order of UNIFORM_DRAWS (k, scale, shift x, shift y, flip,
-down-sampling on, factor, blur on, sigma, noise on), and the noise image's
-key; a draw never shifts another, even when its option is off.
+down-sampling on, factor, blur on, sigma, noise on, hopenet_train's offset
+x and y), and the noise image's key; a draw never shifts another, even when
+its option is off. New draws are appended: with JAX's partitionable
+threefry (the default) a longer uniform vector keeps its leading entries,
+so the earlier draws are unchanged.
 
 Differences from the host path (measured in tests/test_device_augment.py):
 the canvas is a second resampling of the stored image; the host rounds to
@@ -55,7 +59,7 @@ from jaxpose import angles
 
 # The index of each per-example draw in the example's one uniform vector (see _draw_one).
 UNIFORM_DRAWS = ("k", "scale", "shift_x", "shift_y", "flip", "downsample", "downsample_factor",
-                 "blur", "blur_sigma", "noise")
+                 "blur", "blur_sigma", "noise", "offset_x", "offset_y")
 FSANET_MARGIN_FIFTHS = 3  # crops.fsanet_crop's ad = 0.6 = 3 / 5, kept exact (see _fsanet_regions)
 
 
@@ -68,6 +72,7 @@ class AugmentSpec:
 
     image_size: int = 64
     crop: str = "hopenet"
+    eval_crop: str = ""  # the evaluation transform's convention; "": crop
     crop_k: tuple[float, float] = (0.2, 0.4)
     eval_crop_k: float = 0.2
     scale: tuple[float, float] = (1.0, 1.0)
@@ -82,8 +87,9 @@ class AugmentSpec:
     channels: str = "rgb"
 
     def __post_init__(self):
-        if self.crop not in crops.CROPS:
-            raise ValueError(f"unknown crop convention {self.crop!r}; valid: {', '.join(crops.CROPS)}")
+        for crop in (self.crop, self.eval_crop or self.crop):
+            if crop not in crops.CROPS:
+                raise ValueError(f"unknown crop convention {crop!r}; valid: {', '.join(crops.CROPS)}")
         if self.channels not in ("rgb", "bgr"):
             raise ValueError(f"unknown channel order {self.channels!r}; valid: rgb, bgr")
 
@@ -92,7 +98,8 @@ class AugmentSpec:
         """From `config.data` (an ml_collections ConfigDict or anything with these attributes)."""
         pair = lambda v: (float(v[0]), float(v[1]))  # noqa: E731  (lists from JSON configs are not hashable)
         return cls(
-            image_size=int(data_cfg.image_size), crop=str(data_cfg.crop), crop_k=pair(data_cfg.crop_k),
+            image_size=int(data_cfg.image_size), crop=str(data_cfg.crop),
+            eval_crop=str(getattr(data_cfg, "eval_crop", "") or ""), crop_k=pair(data_cfg.crop_k),
             eval_crop_k=float(data_cfg.eval_crop_k), scale=pair(data_cfg.scale), shift=float(data_cfg.shift),
             flip=bool(data_cfg.flip), downsample_prob=float(data_cfg.downsample_prob),
             downsample_max=float(data_cfg.downsample_max), blur_prob=float(data_cfg.blur_prob),
@@ -127,6 +134,21 @@ def _hopenet_regions(box: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.concatenate([x_min, y_min, x_max, y_max], axis=1)
 
 
+def _hopenet_train_regions(box: jax.Array, k: jax.Array, offset: jax.Array) -> jax.Array:
+    """crops.hopenet_train_crop for (B, 4) boxes, (B,) margins and (B, 2) offsets in [0, 1]."""
+    k = k[:, None]
+    x_min, y_min, x_max, y_max = (box[:, i : i + 1] for i in range(4))
+    x_min = x_min - 0.6 * k * jnp.abs(x_max - x_min)
+    y_min = y_min - 2 * k * jnp.abs(y_max - y_min)
+    x_max = x_max + 0.6 * k * jnp.abs(x_max - x_min)
+    y_max = y_max + 0.6 * k * jnp.abs(y_max - y_min)
+    width, height = x_max - x_min, y_max - y_min
+    side = crops.HOPENET_TRAIN_FRACTION * jnp.minimum(width, height)
+    x0 = x_min + offset[:, :1] * (width - side)
+    y0 = y_min + offset[:, 1:] * (height - side)
+    return jnp.concatenate([x0, y0, x0 + side, y0 + side], axis=1)
+
+
 def _fsanet_regions(box: jax.Array, source_box: jax.Array) -> jax.Array:
     """crops.fsanet_crop (ad = 0.6) for (B, 4) boxes, clipped to the rounded source_box.
 
@@ -156,18 +178,22 @@ def _scale_regions(region: jax.Array, scale: jax.Array, shift: jax.Array) -> jax
     return jnp.concatenate([centre - half, centre + half], axis=1)
 
 
-def crop_regions(box, source_box, k, scale, shift, convention: str) -> jax.Array:
+def crop_regions(box, source_box, k, scale, shift, convention: str, offset=None) -> jax.Array:
     """Model-input regions (B, 4) float32 in stored-image pixels, rounded to whole pixels.
 
-    Exactly `crops.crop_box(convention, box, k=k, bounds=source_box)`, then
+    Exactly `crops.crop_box(convention, box, k=k, bounds=source_box, offset=offset)`, then
     `crops.scale_box(region, scale, shift)`, then the rounding of
     `crops.crop_resize` (round half to even, as Python's round()).
-    box, source_box: (B, 4); k, scale: (B,); shift: (B, 2). scale=None skips
-    `scale_box` (the evaluation transform, which never calls it).
+    box, source_box: (B, 4); k, scale: (B,); shift, offset: (B, 2). scale=None skips
+    `scale_box` (the evaluation transform, which never calls it); offset=None
+    centres "hopenet_train"'s square (other conventions ignore it).
     """
     box = jnp.asarray(box, jnp.float32)
     if convention == "hopenet":
         region = _hopenet_regions(box, jnp.asarray(k, jnp.float32))
+    elif convention == "hopenet_train":
+        offset = jnp.full((box.shape[0], 2), 0.5, jnp.float32) if offset is None else offset
+        region = _hopenet_train_regions(box, jnp.asarray(k, jnp.float32), jnp.asarray(offset, jnp.float32))
     elif convention == "fsanet":
         region = _fsanet_regions(box, jnp.asarray(source_box, jnp.float32))
     elif convention == "box":
@@ -202,6 +228,7 @@ def _draw_one(key: jax.Array, spec: AugmentSpec) -> dict:
         "k": between("k", *spec.crop_k),
         "scale": between("scale", *spec.scale),
         "shift": jnp.stack([between("shift_x", -spec.shift, spec.shift), between("shift_y", -spec.shift, spec.shift)]),
+        "offset": jnp.stack([u["offset_x"], u["offset_y"]]),  # hopenet_train's square in its box
         "flip": (u["flip"] < 0.5) & spec.flip,
         "downsample": u["downsample"] < spec.downsample_prob,
         "downsample_factor": between("downsample_factor", 1.0, max(spec.downsample_max, 1.0)),
@@ -215,7 +242,7 @@ def _draw_one(key: jax.Array, spec: AugmentSpec) -> dict:
 def draw(key: jax.Array, spec: AugmentSpec, batch: int, *, step=0, positions=None) -> dict:
     """The per-example random values (leading axis `batch`) that `augment` uses.
 
-    k, scale (B,), shift (B, 2), flip, downsample, blur, noise (B,) bool
+    k, scale (B,), shift, offset (B, 2), flip, downsample, blur, noise (B,) bool
     (whether each option applies), downsample_factor, blur_sigma (B,) and
     noise_key (B, ...). Positions default to 0..batch-1. Tests feed these to
     the host formulas.
@@ -313,20 +340,23 @@ def augment(canvases, labels: dict, key, positions, step, spec: AugmentSpec, *, 
     labels: box, source_box (B, 4) in stored pixels, canvas_scale (B, 2) =
     (C / W, C / H), pose (B, 3). positions (B,) int32: the examples' global
     indices in the batch; key, step: the per-step randomness (see the module
-    docstring). train=False is the evaluation transform: k = eval_crop_k, no
-    scale, shift, flip or degradation (key, step, positions unused).
+    docstring). train=False is the evaluation transform: spec.eval_crop (or
+    spec.crop), k = eval_crop_k, no scale, shift, offset, flip or degradation
+    (key, step, positions unused).
     Images are in spec.channels order ("bgr" reverses the canvas's RGB).
     """
     batch, size = canvases.shape[0], spec.image_size
     pose = jnp.asarray(labels["pose"], jnp.float32)
     if train:
         drawn = draw(key, spec, batch, step=step, positions=positions)
-        k, scale, shift = drawn["k"], drawn["scale"], drawn["shift"]
+        k, scale, shift, offset = drawn["k"], drawn["scale"], drawn["shift"], drawn["offset"]
+        convention = spec.crop
     else:
-        k, scale, shift = jnp.full((batch,), spec.eval_crop_k, jnp.float32), None, None
-    region = crop_regions(labels["box"], labels["source_box"], k, scale, shift, spec.crop)
+        k, scale, shift, offset = jnp.full((batch,), spec.eval_crop_k, jnp.float32), None, None, None
+        convention = spec.eval_crop or spec.crop
+    region = crop_regions(labels["box"], labels["source_box"], k, scale, shift, convention, offset)
     region = region * jnp.tile(jnp.asarray(labels["canvas_scale"], jnp.float32), (1, 2))
-    antialias = crops.RESIZE[spec.crop] == "area"
+    antialias = crops.RESIZE[convention] == "area"
     images = jax.vmap(lambda c, r: _cut_and_resize(c, r, size, antialias))(canvases, region)
     if train:
         images, pose = jax.vmap(_flip)(images, pose, drawn["flip"])

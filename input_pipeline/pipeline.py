@@ -1,13 +1,28 @@
-"""grain pipelines over the TFDS array_record data sources.
+"""Training input: three placements of the per-image work (config.data.pipeline), and evaluation batches.
 
-Training: record indices -> shard by JAX process -> seeded global shuffle
-(reshuffled every epoch) -> per-record random augmentation -> batch ->
-optional worker processes. The iterator's state (a few integers) is saved in
-every checkpoint, so a resumed run continues at the same data position.
+* "host": grain over the TFDS array_record source: record indices -> shard by
+  JAX process -> seeded global shuffle (reshuffled every epoch) -> per-record
+  decoding and random augmentation on the host (`augment.prepare`) -> batch ->
+  optional worker processes. The iterator's state (a few integers) is saved
+  in every checkpoint, so a resumed run continues at the same data position.
+* "memmap": the decoded canvases of `canvases.py` (built once by `jaxpose data
+  cache`) are gathered by index from their memory map (grain MapDataset with
+  random access: the batch of a step is a pure function of seed and step) and
+  put on the devices two dispatches ahead by a background thread; cropping and
+  augmentation run on the device (`device_augment.py`) inside the train step.
+* "device": the canvases live on the devices, each device holding an equal
+  slice; every step samples its rows there (an epoch is a permutation of the
+  slice, keyed by seed, epoch and device), so the host does nothing per step.
+
+The last two checkpoint no iterator state: resuming at a step resumes the data.
 
 RankPose pairs: each training example is a pair of images of one identity;
 a batch of N pairs is laid out as 2N images, the first members then the
-second members, so one forward pass runs one set of weights on both.
+second members, so one forward pass runs one set of weights on both. Feeds lay
+out each device's rows as its own [firsts; seconds] (so a per-device step sees
+whole pairs) and the GSPMD step restores the global order (`global_pairs_order`).
+
+Evaluation (`eval_batches`) always uses the exact host crops.
 """
 
 from __future__ import annotations

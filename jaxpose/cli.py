@@ -2,11 +2,13 @@
 
     jaxpose train   --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose eval    --config experiments/X.py --workdir W [--config.key=value ...]
+                    [--ensemble W2 ...] [--downsample_factors F ...]
     jaxpose sweep   --config experiments/X.py --workdir W [--config.key=value ...]
     jaxpose data build NAME [--source DIR] [--data_dir D] [--detections CSV] [--overwrite]
     jaxpose data cache NAME --image_size S [--canvas_size C] [--split train] [--data_dir D] [--overwrite]
     jaxpose convert {fsanet-keras,torchvision-resnet,hopenet} SRC --workdir W
     jaxpose predict --config experiments/X.py --workdir W [--boxes CSV] [--output CSV] [IMAGE_OR_FOLDER ...]
+                    [--ensemble W2 ...]
 
 Expected failures (a missing file, an unknown key or name, a non-finite
 loss) print one line `jaxpose: error: ...` and exit with status 1; set
@@ -52,11 +54,15 @@ def _train(args, overrides):
 
 @command("eval")
 def _eval(args, overrides):
-    from jaxpose.train import evaluate
+    from jaxpose.train import evaluate, evaluate_downsampled
 
     if not pathlib.Path(args.workdir).is_dir():
         raise FileNotFoundError(f"workdir not found: {args.workdir}")
-    evaluate(_config(args, overrides), args.workdir)
+    ensemble = tuple(args.ensemble or ())
+    if args.downsample_factors:
+        evaluate_downsampled(_config(args, overrides), args.workdir, args.downsample_factors, ensemble=ensemble)
+    else:
+        evaluate(_config(args, overrides), args.workdir, ensemble=ensemble)
 
 
 @command("sweep")
@@ -114,7 +120,10 @@ def _predict(args, overrides):
                          "or --boxes CSV (path,x_min,y_min,x_max,y_max)")
     if not pathlib.Path(args.workdir).is_dir():
         raise FileNotFoundError(f"workdir not found: {args.workdir}")
-    poses = pretrained.predict_images(config, args.workdir, paths, boxes)
+    if args.ensemble:
+        poses = pretrained.predict_ensemble(config, [args.workdir, *args.ensemble], paths, boxes)
+    else:
+        poses = pretrained.predict_images(config, args.workdir, paths, boxes)
     for path, (yaw, pitch, roll) in zip(paths, poses):
         print(f"{path}  yaw {yaw:7.2f}  pitch {pitch:7.2f}  roll {roll:7.2f}")
     if args.output:
@@ -133,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_text)
         s.add_argument("--config", required=True, help="experiment file, e.g. experiments/synthetic_hopenet.py")
         s.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, config.json, eval.json")
+        if name == "eval":
+            _add_eval_options(s)
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="action", required=True)
     build = data.add_parser("build", help="build a TFDS dataset (array_record) from the distributed files")
     build.add_argument("name", help="dataset name, e.g. aflw2000 or biwi/protocol2")
@@ -144,6 +155,17 @@ def parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_predict(sub)
     return p
+
+
+ENSEMBLE_HELP = ("more trained or converted workdirs: the mean pose of all the models (e.g. FSA-Caps-Fusion); "
+                 "each runs with its own config.json or converted.json")
+
+
+def _add_eval_options(s) -> None:
+    s.add_argument("--ensemble", nargs="+", metavar="WORKDIR", help=ENSEMBLE_HELP + "; reports go to <--workdir>/ensemble/")
+    s.add_argument("--downsample_factors", nargs="+", type=int, metavar="F",
+                   help="Hopenet's low-resolution study: MAE per test-time nearest-neighbour down/up-sampling "
+                        "factor, written to lowres_<dataset>_<split>.{json,png} (e.g. 1 2 3 4 6 8 10 12 15)")
 
 
 def _add_data_cache(data, default_data_dir) -> None:
@@ -177,6 +199,7 @@ def _add_predict(sub) -> None:
     predict.add_argument("images", nargs="*", help="face crops: image files or folders (each image resized whole)")
     predict.add_argument("--boxes", help="CSV of face boxes: path,x_min,y_min,x_max,y_max (paths relative to it)")
     predict.add_argument("--output", help="write path,box,yaw,pitch,roll rows (degrees) to this CSV")
+    predict.add_argument("--ensemble", nargs="+", metavar="WORKDIR", help=ENSEMBLE_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:

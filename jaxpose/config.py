@@ -32,7 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_train_steps = 0  # > 0 overrides num_epochs
     c.log_every = 50
     c.checkpoint_every = 500
-    c.init_from = ""  # a workdir whose checkpointed params (and batch_stats) initialise the model
+    c.init_from = ""  # a workdir whose checkpointed params (and batch_stats) initialise the model; "none": none
+    # True: training refuses an empty init_from (the ImageNet-initialised papers); "none" trains from scratch.
+    c.require_init = False
     c.eval_on = ()  # ((dataset, split), ...); empty: (data.name, data.eval_split)
     c.steps_per_dispatch = 1  # train steps per jitted call (lax.scan); logging and checkpoints stay exact
     c.parallelism = "gspmd"  # or "per_device": shard_map step, local BatchNorm, averaged gradients (pmap-style)
@@ -44,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     d.eval_split = "test"
     d.image_size = 64
     d.crop = "hopenet"  # input_pipeline.crops.CROPS
+    d.eval_crop = ""  # the evaluation transform's convention; "": data.crop
     d.crop_k = (0.2, 0.4)  # Hopenet's random loose-crop margin in training
     d.eval_crop_k = 0.2
     d.scale = (1.0, 1.0)  # random crop scale range
@@ -51,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
     d.flip = True
     d.downsample_prob = 0.0
     d.downsample_max = 1.0
+    # Hopenet's low-resolution training (host pipeline): each image's factor drawn uniformly from these,
+    # nearest-neighbour down/up-sampling at the crop's source resolution; (): off (official: (1, 6, 11, 16)).
+    d.downsample_factors = ()
+    d.eval_downsample = 1  # evaluation crops degraded the same way by this factor (Hopenet Fig. 8); 1: none
     d.blur_prob = 0.0
     d.blur_max_sigma = 1.5
     d.noise_prob = 0.0
@@ -64,8 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     d.pipeline = "host"
     d.canvas_size = 0  # canvases' side for memmap/device; 0: input_pipeline.canvases.default_canvas_size
     # grain worker processes for the host pipeline (each runs num_threads reader threads, OpenCV
-    # single-threaded): 0 = none, the reader threads run in the training process; -1 = auto, one per
-    # CPU this process may use less one for the training process, at least 1 (augment.num_workers).
+    # single-threaded): 0 = none, the reader threads run in the training process; -1 = auto: one per
+    # CPU this process may use less one for the training process, 0 on 2 CPUs or fewer, where a worker
+    # measured no faster than the threads (input_pipeline.augment.num_workers).
     d.num_workers = 0
     d.num_threads = 2
     d.prefetch = 4
@@ -76,8 +84,13 @@ def base_config() -> ml_collections.ConfigDict:
     m.kwargs = ml_collections.ConfigDict()
     m.head = "binned"
     m.head_kwargs = ml_collections.ConfigDict({"granularities": (66,), "lo": -99.0, "hi": 99.0})
+    # BatchNorm layers of a ResNet backbone kept in inference mode while training (running statistics
+    # used and not updated; scale and bias still trained): "" none, "backbone" all of them, "blocks" the
+    # residual blocks' bn1-bn3 only (deep-head-pose's train_hopenet.py; see models.resnet.ResNet).
+    m.freeze_batch_stats = ""
 
-    # name -> {"weight": w, **loss kwargs}; the train step sums weight * mean(term).
+    # name -> {"weight": w, **loss kwargs}; the train step sums weight * mean(term) over the terms, or
+    # weight * sum(term) for a term with "reduction": "sum" (a paper's sum over the batch; losses.total_loss).
     c.losses = ml_collections.ConfigDict({"hopenet": {"weight": 1.0, "alpha": 1.0}})
 
     c.optimizer = o = ml_collections.ConfigDict()
@@ -92,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
     o.step_epochs = 30.0
     o.step_factor = 0.1
     o.grad_clip = 0.0
+    # Parameter-path prefix ("backbone/conv1", "head") -> learning-rate multiplier, 0 = frozen; the longest
+    # matching prefix wins, other parameters keep x1 (jaxpose.train.make_optimizer). Empty: one group.
+    o.lr_multipliers = ml_collections.ConfigDict()
     return c
 
 
@@ -138,8 +154,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
 
 
 def _open_dict(parents: list[str]) -> bool:
-    """Keyword-argument dicts accept new keys (model.kwargs.x, losses.gld.sigma, ...)."""
-    return bool(parents) and (parents[-1] in ("kwargs", "head_kwargs") or parents[0] == "losses")
+    """Keyword-argument dicts accept new keys (model.kwargs.x, losses.gld.sigma, optimizer.lr_multipliers.head, ...)."""
+    return bool(parents) and (parents[-1] in ("kwargs", "head_kwargs", "lr_multipliers") or parents[0] == "losses")
 
 
 def override_args(extra: list[str]) -> dict[str, str]:

@@ -14,6 +14,9 @@ with any model that produces that output:
     total, parts = total_loss(outputs, labels_deg, [("gld", 1.0, {"alpha": 0.1}),
                                                     ("mae", 0.1, {})])
 
+`total_loss` reduces each term over the batch by its mean, or by its sum
+with the option {"reduction": "sum"} (GLD's Eq. 5 sums two of its terms).
+
 Adding a loss = one function here + one `LOSSES` entry.
 """
 
@@ -160,22 +163,25 @@ def gld_target(
     lo: float = -99.0,
     hi: float = 99.0,
     sigma: float = 4.0,
-    normalized: bool = False,
+    normalized: bool = True,
 ) -> jax.Array:
     """Gaussian label distributions D, shape (B, 3, num_bins), each summing to 1.
 
     angles (B, 3). With a = the bin index of the true angle, l = 0..K-1:
 
-    * `normalized=False` (Liu et al. 2019, "Facial Pose Estimation by Deep
-      Learning from Label Distributions", Eq. 1-3, exactly):
-      g_l = exp(-(l - a)^2 / (2 sigma^2)) / sigma and d_l = softmax_l(g_l).
-      Since g_l lies in [0, 1/sigma], this is very flat: for K=66, sigma=4,
-      a=33 the peak is 0.0187, the floor 0.0145 (uniform = 0.0152), and only
-      16% of the mass lies within 4 bins of a.
-    * `normalized=True`: the discretised Gaussian
+    * `normalized=True` (the default): the discretised Gaussian
       d_l = exp(-(l - a)^2 / (2 sigma^2)) / sum_l' exp(-(l' - a)^2 / (2 sigma^2)).
-      For the same setting the peak is 0.0997, 74% of the mass lies within
-      4 bins, and far bins get ~1e-16.
+      For K=66, sigma=4, a=33 the peak is 0.0997, 74% of the mass lies
+      within 4 bins of a, and far bins get ~1e-16.
+    * `normalized=False`: Liu et al. 2019, "Facial Pose Estimation by Deep
+      Learning from Label Distributions", Eq. 1-3, literally:
+      g_l = exp(-(l - a)^2 / (2 sigma^2)) / sigma and d_l = softmax_l(g_l).
+      Since g_l lies in [0, 1/sigma], this is very flat: for the same setting
+      the peak is 0.0187, the floor 0.0145 (uniform = 0.0152), and only 16%
+      of the mass lies within 4 bins of a. A model matching it decodes
+      towards 0 (a 60-degree yaw to 2.5 degrees), while the paper reports
+      accurate poses at alpha = 0; the normalised Gaussian is the reading
+      that fits its results, hence the default.
     """
     return jnp.exp(_gld_log_target(angles, num_bins, lo, hi, sigma, normalized))
 
@@ -186,18 +192,24 @@ def gld_loss(
     *,
     alpha: float = 0.0,
     sigma: float = 4.0,
-    normalized: bool = False,
+    normalized: bool = True,
     lo: float = -99.0,
     hi: float = 99.0,
 ) -> jax.Array:
-    """GLD multi-loss: L_Eu + L_KL (+ alpha * expectation_mse).
+    """GLD multi-loss: L_Eu + L_KL (+ alpha * expectation_mse), per example.
 
-    logits (B, 3, K), F = softmax(logits); D = gld_target(angles) (B, 3, K).
-    Returns (B,) = sum_{angle} [ ||D - F||_2 + KL(D || F) ]
+    logits (B, 3, K), F = softmax(logits); D = gld_target(angles, normalized=)
+    (B, 3, K). Returns (B,) = sum_{angle} [ ||D - F||_2 + KL(D || F) ]
     + alpha * expectation_mse(logits, angles), with
     KL(D || F) = sum_l D_l (log D_l - log F_l). Liu et al. 2019, "Facial Pose
-    Estimation by Deep Learning from Label Distributions" (L = L_Eu + L_KL);
-    alpha = 0 is the paper, alpha > 0 adds Hopenet's expectation regression.
+    Estimation by Deep Learning from Label Distributions", Eq. 5:
+    L = L_Eu + L_KL + alpha L_MSE.
+
+    Reductions: the paper's L_Eu and L_KL are *sums* over the batch, its
+    L_MSE a mean, so with the default per-term mean (`total_loss`) the alpha
+    here is the paper's alpha divided by the batch size. The paper's Eq. 5 as
+    written is two config terms (experiments/gld_300wlp.py):
+    {"gld": {"reduction": "sum"}, "expectation_mse": {"weight": paper_alpha}}.
     log F comes from log_softmax so the KL stays finite at extreme logits;
     the Euclidean norm uses a safe sqrt so its gradient is finite at D == F.
     """
@@ -221,6 +233,16 @@ def mae_loss(pred: jax.Array, angles: jax.Array) -> jax.Array:
     for Head Pose Estimation from a Single Image")."""
     _check_pairs("mae_loss", pred, angles)
     return jnp.sum(jnp.abs(_f32(pred) - _f32(angles)), axis=-1)
+
+
+def mse_loss(pred: jax.Array, angles: jax.Array) -> jax.Array:
+    """sum_{angle} (pred - angles)^2: (B, 3), (B, 3) -> (B,). Direct regression of
+    the angles with a squared error: Hopenet's "regression only" baseline (Ruiz
+    et al. 2018; official code/train_resnet50_regression.py, a linear layer
+    on ResNet-50 features trained with nn.MSELoss, whose mean over the 3
+    angles is 1/3 of this sum)."""
+    _check_pairs("mse_loss", pred, angles)
+    return jnp.sum((_f32(pred) - _f32(angles)) ** 2, axis=-1)
 
 
 def ranking_loss(
@@ -257,6 +279,8 @@ def rankpose_loss(
 # --- registry ------------------------------------------------------------------
 
 _UNITS = ("degrees", "radians")
+# How total_loss reduces a term's per-example (per-pair) values over the batch.
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +294,9 @@ class LossTerm:
       "logits_multi", "regression" or "pose").
     unit: the unit its targets must be in; labels arrive in degrees and are
       converted with jnp.radians for "radians" terms.
+
+    Every term also takes the option "reduction" (`REDUCTIONS`), applied by
+    `total_loss`, not by fn.
     """
 
     fn: Callable[..., jax.Array]
@@ -284,7 +311,7 @@ class LossTerm:
     def options(self) -> tuple[str, ...]:
         """The keyword options the loss accepts (what a config may set)."""
         params = inspect.signature(self.fn).parameters.values()
-        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        return (*(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY), "reduction")
 
 
 LOSSES: dict[str, LossTerm] = {
@@ -294,6 +321,7 @@ LOSSES: dict[str, LossTerm] = {
     "gld": LossTerm(gld_loss, "logits"),
     "hybrid": LossTerm(hybrid_loss, "logits_multi"),
     "mae": LossTerm(mae_loss, "pose"),
+    "mse": LossTerm(mse_loss, "pose"),
     "ranking": LossTerm(ranking_loss, "regression", pairwise=True, unit="radians"),
     "rankpose": LossTerm(rankpose_loss, "regression", pairwise=True, unit="radians"),
 }
@@ -323,9 +351,11 @@ def term_values(
     """Per-example values of one registered term: (B,), or (N,) for pairwise terms.
 
     outputs: the model's output dict; angles: (B, 3) labels in degrees.
+    A "reduction" in kwargs is accepted and ignored (`total_loss` applies it).
     """
     term = get_loss(name)
     kwargs = dict(kwargs.items()) if kwargs is not None else {}
+    kwargs.pop("reduction", None)
     unknown = sorted(set(kwargs) - set(term.options()))
     if unknown:
         raise ValueError(
@@ -356,15 +386,22 @@ def _parse_term(spec: Sequence[Any]) -> tuple[str, Any, Mapping[str, Any]]:
 
 
 def total_loss(
-    outputs: Mapping[str, Any], angles: jax.Array, terms: Sequence[Sequence[Any]]
+    outputs: Mapping[str, Any], angles: jax.Array, terms: Sequence[Sequence[Any]], *, axis_name: str | None = None
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Weighted sum of per-term means over examples (pairs for pairwise terms).
+    """Weighted sum of per-term reductions over examples (pairs for pairwise terms).
 
     outputs: the model's output dict; angles: (B, 3) labels in degrees;
     terms: [(name, weight, kwargs), ...] as written in an experiment config,
-    e.g. [("hopenet", 1.0, {"alpha": 2.0})].
-    Returns (sum_t weight_t * mean_t, {name: mean_t}); the dict holds the
-    unweighted means (a name repeated in `terms` gets its index appended).
+    e.g. [("hopenet", 1.0, {"alpha": 2.0})]. kwargs["reduction"] (default
+    "mean") reduces the term's per-example values over the batch: "mean", or
+    "sum" for papers whose loss sums over the batch (GLD's L_Eu + L_KL), so
+    that weights relative to mean terms mean what the paper says. A config
+    writes it as `config.losses.<name>.reduction = "sum"`.
+    axis_name: in a per-device step (shard_map) whose gradients are then
+    averaged over `axis_name`, "sum" terms are multiplied by its size, so that
+    the average is the sum over the global batch, as without it.
+    Returns (sum_t weight_t * reduced_t, {name: reduced_t}); the dict holds
+    the unweighted reductions (a name repeated in `terms` gets its index appended).
     """
     if not terms:
         raise ValueError("total_loss: no loss terms given")
@@ -372,7 +409,13 @@ def total_loss(
     parts: dict[str, jax.Array] = {}
     for index, spec in enumerate(terms):
         name, weight, kwargs = _parse_term(spec)
-        mean = jnp.mean(term_values(name, outputs, angles, kwargs))
-        parts[name if name not in parts else f"{name}_{index}"] = mean
-        total = total + weight * mean
+        reduction = kwargs.get("reduction", "mean")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"loss term {name!r}: unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        values = term_values(name, outputs, angles, kwargs)
+        reduced = jnp.sum(values) if reduction == "sum" else jnp.mean(values)
+        if reduction == "sum" and axis_name is not None:
+            reduced = reduced * jax.lax.psum(1, axis_name)
+        parts[name if name not in parts else f"{name}_{index}"] = reduced
+        total = total + weight * reduced
     return total, parts

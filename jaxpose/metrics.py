@@ -146,6 +146,34 @@ def save_cumulative_error_plot(
     return path
 
 
+def save_downsample_plot(curve: Mapping[str, Sequence[float]], path: str | pathlib.Path) -> pathlib.Path:
+    """Plot MAE against the test-time downsampling factor (Hopenet's Fig. 8) to a PNG file (Agg backend).
+
+    curve: {"factors": [f, ...], "yaw" | "pitch" | "roll" | "mean": [MAE per factor]}; returns the path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [name for name in (*ANGLE_NAMES, "mean") if name in curve]
+    if "factors" not in curve or not names:
+        raise ValueError(f"curve needs 'factors' and some of {(*ANGLE_NAMES, 'mean')}; got keys {sorted(curve)}")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name in names:
+        ax.plot(curve["factors"], curve[name], marker="o", label=name)
+    ax.set_xlabel("downsampling factor (nearest neighbour)")
+    ax.set_ylabel("MAE (degrees)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
 def format_mae_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """The papers' MAE table as text: one row per name, columns Yaw Pitch Roll MAE.
 

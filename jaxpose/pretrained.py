@@ -466,6 +466,15 @@ def predict_images(config: Any, workdir: PathLike, paths: Sequence[PathLike],
     return np.concatenate(poses) if poses else np.zeros((0, 3), np.float32)
 
 
+def predict_ensemble(config: Any, workdirs: Sequence[PathLike], paths: Sequence[PathLike],
+                     boxes: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3) mean pose of several checkpoints (an ensemble, e.g. FSA-Caps-Fusion of trained or converted
+    models): workdirs[0] runs with `config`, the others with their own (`train.member_config`)."""
+    poses = [predict_images(config if i == 0 else train.member_config(config, workdir), workdir, paths, boxes)
+             for i, workdir in enumerate(workdirs)]
+    return np.mean(poses, axis=0)
+
+
 def write_predictions(path: PathLike, paths: Sequence[PathLike], boxes: np.ndarray | None, poses: np.ndarray) -> None:
     """CSV `path,x_min,y_min,x_max,y_max,yaw,pitch,roll` (box cells empty for whole images), degrees."""
     with open(path, "w", newline="") as f:

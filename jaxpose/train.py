@@ -7,6 +7,7 @@ the mesh's `data` axis, state replicated) and the state donated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -95,6 +96,9 @@ def learning_rate_schedule(cfg: Any, steps_per_epoch: int, total_steps: int) -> 
 
 
 def make_optimizer(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """config.optimizer -> an optax transformation: Adam / AdamW / SGD (Nesterov) on the schedule, after
+    optional global-norm clipping, with per-group learning-rate multipliers (`cfg.lr_multipliers`,
+    see `parameter_groups`; empty: one group, the plain optimizer)."""
     schedule = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
     optimizers = {
         "adam": lambda: optax.adam(schedule, b1=cfg.b1, b2=cfg.b2),
@@ -103,8 +107,59 @@ def make_optimizer(cfg: Any, steps_per_epoch: int, total_steps: int) -> optax.Gr
     }
     if cfg.name not in optimizers:
         raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(optimizers)}")
-    tx = optimizers[cfg.name]()
+    multipliers = {str(k): float(v) for k, v in dict(cfg.get("lr_multipliers") or {}).items()}
+    tx = grouped_optimizer(optimizers[cfg.name], multipliers) if multipliers else optimizers[cfg.name]()
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx) if cfg.grad_clip > 0 else tx
+
+
+def grouped_optimizer(make: Callable[[], optax.GradientTransformation],
+                      multipliers: dict[str, float]) -> optax.GradientTransformation:
+    """One optimizer per parameter group (optax.partition), its updates scaled by the group's multiplier.
+
+    Scaling the update by m is the learning rate times m for Adam, AdamW (its
+    decay included, as a PyTorch param group's lr) and SGD: what the official
+    PyTorch code's param groups do. m = 0 freezes the group (optax.set_to_zero,
+    no optimizer state). Parameters under no prefix form the group "" at x1.
+    """
+    for prefix, m in multipliers.items():
+        if not prefix or m < 0:
+            raise ValueError(f"optimizer.lr_multipliers: {prefix!r}: {m} (prefixes are parameter paths, multipliers >= 0)")
+
+    def group(m: float) -> optax.GradientTransformation:
+        if m == 0:
+            return optax.set_to_zero()
+        return make() if m == 1 else optax.chain(make(), optax.scale(m))
+
+    transforms = {"": make(), **{prefix: group(m) for prefix, m in multipliers.items()}}
+    return optax.partition(transforms, lambda params: parameter_groups(params, multipliers))
+
+
+def parameter_groups(params: Any, prefixes) -> Any:
+    """The group of each parameter: the longest of `prefixes` its path ("backbone/conv1/kernel") starts
+    with, in whole path components ("head/fc_yaw" does not hold "head/fc_yaw_66"), or "" for none.
+
+    A prefix that holds no parameter is a ValueError naming it (a typo would otherwise train at x1).
+    """
+    ordered = sorted((p.strip("/") for p in prefixes), key=len, reverse=True)
+    original = {p.strip("/"): p for p in prefixes}
+    used, paths = set(), []
+
+    def label(path, _):
+        name = "/".join(str(getattr(part, "key", part)) for part in path)
+        paths.append(name)
+        for prefix in ordered:
+            if name == prefix or name.startswith(prefix + "/"):
+                used.add(prefix)
+                return original[prefix]
+        return ""
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    unknown = [original[p] for p in ordered if p not in used]
+    if unknown:
+        tops = sorted({"/".join(name.split("/")[:2]) for name in paths})
+        raise ValueError(f"optimizer.lr_multipliers: {unknown[0]!r} matches no parameter; "
+                         f"parameter paths start with {', '.join(tops[:12])}{', ...' if len(tops) > 12 else ''}")
+    return labels
 
 
 # --- state ----------------------------------------------------------------------
@@ -175,7 +230,7 @@ def train_step(state: TrainState, inputs: Any, *, normalize: str, terms, make_ba
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         outputs, updates = state.apply_fn(variables, images, train=True, mutable=["batch_stats"])
-        loss, per_term = losses.total_loss(outputs, batch["pose"], terms)
+        loss, per_term = losses.total_loss(outputs, batch["pose"], terms, axis_name=axis_name)
         return loss, (per_term, updates.get("batch_stats", {}), outputs["pose"])
 
     (loss, (per_term, batch_stats, pose)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -294,11 +349,37 @@ def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> str:
 # --- loops ----------------------------------------------------------------------
 
 
+NO_INIT = "none"  # config.init_from value: train from scratch even where the config requires an init
+
+
+def init_source(config) -> str | None:
+    """The workdir config.init_from names, or None for "" and "none" (the seed's random initialisation)."""
+    source = str(config.get("init_from") or "")
+    return None if source.lower() in ("", NO_INIT) else source
+
+
+TORCHVISION_FILES = {"resnet50": "resnet50-0676ba61.pth"}  # torchvision's ImageNet weights (IMAGENET1K_V1)
+
+
+def check_init(config) -> None:
+    """Configs fine-tuning ImageNet weights (config.require_init) refuse to start without init_from."""
+    if config.get("require_init") and not str(config.get("init_from") or ""):
+        name = config.model.name
+        src, workdir = TORCHVISION_FILES.get(name, f"<torchvision {name} .pth>"), f"runs/{name}_imagenet"
+        raise ValueError(
+            f"this config fine-tunes ImageNet weights and config.init_from is empty: run `jaxpose convert "
+            f"torchvision-resnet {src} --workdir {workdir}` and add --config.init_from={workdir} "
+            f"(or --config.init_from=none to train from scratch)"
+        )
+
+
 class Setup:
     """What the loops derive from a config: mesh, model, initial variables and, for training, the optimizer."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, training: bool, cache: canvases.Canvases | None = None):
         """cache: canvases to train on instead of the config's (benchmarks on random canvases)."""
+        if training:  # before anything else, the dataset checks included
+            check_init(config)
         self.mesh = sharding.make_mesh(config.get("num_devices") or None)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
@@ -321,7 +402,7 @@ class Setup:
             self.cache = cache if cache is not None else canvases.ensure_cache(config.data)
             num_examples = pipeline.process_shard(len(self.cache))[1]
         variables = init_variables(config, self.model, self.mesh)
-        if config.init_from:
+        if init_source(config):
             pretrained = checkpoint.restore_model(config.init_from, None)
             variables, count = merge_pretrained(variables, pretrained, config.init_from)
             print(f"initialised {count} tensors from {config.init_from}")
@@ -454,9 +535,7 @@ def predict(config, variables: dict, setup: Setup, dataset: str, split: str) -> 
     """(predictions, labels), each (N, 3) degrees, over every record of dataset/split (all processes)."""
     data_cfg = ml_collections.ConfigDict(config.data.to_dict())
     data_cfg.name = dataset
-    batch_sharding = sharding.batch_sharding(setup.mesh)
-    step = functools.partial(eval_step, model=setup.model, normalize=config.data.normalize)
-    step = jax.jit(step, out_shardings=batch_sharding)
+    step = _jitted_eval_step(setup, config.data.normalize)
     preds, labels = [], []
     for batch, valid in pipeline.eval_batches(data_cfg, split, setup.batch_per_process):
         pred = step(variables, sharding.put_batch({"image": batch["image"]}, setup.mesh)["image"])
@@ -469,6 +548,16 @@ def predict(config, variables: dict, setup: Setup, dataset: str, split: str) -> 
 
         preds, labels = (np.concatenate(list(multihost_utils.process_allgather(x))) for x in (preds, labels))
     return preds, labels
+
+
+def _jitted_eval_step(setup: Setup, normalize: str) -> Callable:
+    """setup's jitted eval step, made once per (setup, normalize): a sweep over datasets and
+    degradation factors compiles it once (a new jax.jit of a new partial would retrace)."""
+    steps = setup.__dict__.setdefault("eval_steps", {})
+    if normalize not in steps:
+        step = functools.partial(eval_step, model=setup.model, normalize=normalize)
+        steps[normalize] = jax.jit(step, out_shardings=sharding.batch_sharding(setup.mesh))
+    return steps[normalize]
 
 
 def _dataset_report(workdir: pathlib.Path, dataset: str, split: str, preds: np.ndarray, labels: np.ndarray) -> dict:
@@ -504,24 +593,160 @@ def _built_datasets(config) -> list[tuple[str, str]]:
     return built
 
 
-def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None) -> dict:
+def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None,
+             ensemble: tuple = ()) -> dict:
     """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json.
 
     Also writes cumulative error curves (ced_<dataset>_<split>.json/.png)
-    and, for AFW, the yaw accuracy at 15 and 30 degrees.
+    and, for AFW, the yaw accuracy at 15 and 30 degrees. ensemble: more
+    workdirs (trained or converted, each with its own config, see
+    `member_config`): the mean pose of all the models is evaluated (e.g.
+    FSA-Caps-Fusion), and the reports go to workdir/ensemble/ with ensemble.json.
     """
     workdir = pathlib.Path(workdir)
     eval_on = _built_datasets(config)
-    setup = setup or Setup(config, training=False)
-    if variables is None:
-        variables = checkpoint.restore_model(workdir, setup.abstract_variables)
+    members = ensemble_members(config, workdir, ensemble, variables=variables, setup=setup)
+    out = _report_dir(workdir, members)
     results = {}
     for dataset, split in eval_on:
-        preds, labels = predict(config, variables, setup, dataset, split)
-        results[f"{dataset}:{split}"] = _dataset_report(workdir, dataset, split, preds, labels)
-    _write_json(workdir / "eval.json", results)
+        preds, labels = predict_mean(members, dataset, split)
+        results[f"{dataset}:{split}"] = _dataset_report(out, dataset, split, preds, labels)
+    _write_json(out / "eval.json", results)
     print(metrics.format_mae_table(results))
     for name, row in results.items():
         if "acc_15" in row:
             print(f"{name} yaw accuracy: {100 * row['acc_15']:.1f}% within 15 deg, {100 * row['acc_30']:.1f}% within 30 deg")
     return results
+
+
+# --- ensembles and test-time degradation ------------------------------------------
+
+
+@dataclasses.dataclass
+class Member:
+    """One model of an evaluation: its workdir, config, Setup and restored variables."""
+
+    workdir: pathlib.Path
+    config: ml_collections.ConfigDict
+    setup: Setup
+    variables: dict
+    config_source: str  # "--config", "config.json" or "converted.json"
+
+
+# Settings every ensemble member takes from the main config, so that all read the same records.
+SHARED_EVAL_KEYS = ("data.data_dir", "data.eval_downsample", "batch_size", "num_devices")
+
+
+def member_config(config: ml_collections.ConfigDict, workdir) -> ml_collections.ConfigDict:
+    """The config that runs `workdir`'s checkpoint as an ensemble member of an evaluation with `config`.
+
+    workdir/config.json (written by `jaxpose train`: the resolved config it
+    trained with) if present, else `config` with workdir/converted.json's
+    "config" fields (converted weights; model kwargs and head_kwargs
+    replaced when it sets them). Members keep their own model and
+    preprocessing (crop, size, channels, normalisation) and take
+    SHARED_EVAL_KEYS from `config`; the test sets are `config`'s.
+    """
+    from jaxpose.config import apply_overrides
+
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"ensemble workdir not found: {workdir}")
+    if (workdir / "config.json").is_file():
+        member = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    elif (workdir / "converted.json").is_file():
+        fields = json.loads((workdir / "converted.json").read_text())["config"]  # init_from: workdir itself
+        member = ml_collections.ConfigDict(config.to_dict())
+        for group in ("kwargs", "head_kwargs"):
+            if any(key.startswith(f"model.{group}.") for key in fields):
+                member.model[group] = ml_collections.ConfigDict()
+        member = apply_overrides(member, fields)
+    else:
+        raise FileNotFoundError(f"{workdir}: no config.json (written by `jaxpose train`) or converted.json "
+                                "(written by `jaxpose convert`) saying which model it holds")
+    for key in SHARED_EVAL_KEYS:
+        *parents, leaf = key.split(".")
+        source, target = config, member
+        for part in parents:
+            source, target = source[part], target[part]
+        target[leaf] = source.get(leaf, 1 if leaf == "eval_downsample" else 0)
+    return member
+
+
+def ensemble_members(config, workdir, ensemble=(), *, variables: dict | None = None,
+                     setup: Setup | None = None) -> list[Member]:
+    """workdir's model with `config` (and the given variables/setup, if any), then each ensemble workdir's
+    with its own `member_config`; checkpoints restored. Configs are copies: sweeps may change them."""
+    main = ml_collections.ConfigDict(config.to_dict())
+    setup = setup or Setup(main, training=False)
+    if variables is None:
+        variables = checkpoint.restore_model(workdir, setup.abstract_variables)
+    members = [Member(pathlib.Path(workdir), main, setup, variables, "--config")]
+    for other in ensemble:
+        member = member_config(config, other)
+        member_setup = Setup(member, training=False)
+        source = "config.json" if (pathlib.Path(other) / "config.json").is_file() else "converted.json"
+        members.append(Member(pathlib.Path(other), member, member_setup,
+                              checkpoint.restore_model(other, member_setup.abstract_variables), source))
+    return members
+
+
+def predict_mean(members: list[Member], dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean prediction of the members, labels), each (N, 3) degrees; one member: its prediction."""
+    outputs = [predict(m.config, m.variables, m.setup, dataset, split) for m in members]
+    labels = outputs[0][1]
+    for member, (_, other) in zip(members[1:], outputs[1:]):
+        if other.shape != labels.shape or not np.allclose(other, labels, atol=1e-3):
+            raise ValueError(f"ensemble member {member.workdir} read other records of {dataset}:{split} "
+                             f"({len(other)} vs {len(labels)} labels): give every member the same data")
+    if len(outputs) == 1:
+        return outputs[0]
+    return np.mean([preds for preds, _ in outputs], axis=0), labels
+
+
+def _report_dir(workdir: pathlib.Path, members: list[Member]) -> pathlib.Path:
+    """workdir for one model; workdir/ensemble/ (with ensemble.json naming the members) for several."""
+    if len(members) == 1:
+        return workdir
+    out = workdir / "ensemble"
+    out.mkdir(exist_ok=True)
+    _write_json(out / "ensemble.json", {"members": [
+        {"workdir": str(m.workdir.resolve()), "config": m.config_source, "model": m.config.model.to_dict()}
+        for m in members]})
+    return out
+
+
+def evaluate_downsampled(config, workdir, factors, *, ensemble: tuple = ()) -> dict:
+    """Hopenet's low-resolution study (Ruiz et al. 2018, Fig. 8): MAE per test-time downsampling factor.
+
+    For each factor f every test crop is degraded as data.eval_downsample = f
+    does (nearest-neighbour down- and up-sampling at its source resolution,
+    `input_pipeline.augment.downsampled_crop`), for every member of
+    `ensemble` too. Writes lowres_<dataset>_<split>.json ({"factors", "yaw",
+    "pitch", "roll", "mean", "num_images"}) and .png into workdir (into
+    workdir/ensemble/ with an ensemble); returns {"<dataset>:<split>": that dict}.
+    """
+    factors = [int(f) for f in factors]
+    if not factors or min(factors) < 1:
+        raise ValueError(f"downsampling factors must be integers >= 1, got {factors}")
+    workdir = pathlib.Path(workdir)
+    eval_on = _built_datasets(config)
+    members = ensemble_members(config, workdir, ensemble)
+    out = _report_dir(workdir, members)
+    curves, rows = {}, {}
+    for factor in factors:
+        for member in members:
+            member.config.data.eval_downsample = factor
+        for dataset, split in eval_on:
+            preds, labels = predict_mean(members, dataset, split)
+            row = rows[f"{dataset}:{split} x{factor}"] = metrics.mae(preds, labels)
+            curve = curves.setdefault((dataset, split), {"factors": [], "num_images": int(len(labels))})
+            curve["factors"].append(factor)
+            for name in (*metrics.ANGLE_NAMES, "mean"):
+                curve.setdefault(name, []).append(row[name])
+    for (dataset, split), curve in curves.items():
+        stem = f"lowres_{dataset.replace('/', '-')}_{split}"
+        _write_json(out / f"{stem}.json", curve)
+        metrics.save_downsample_plot(curve, out / f"{stem}.png")
+    print(metrics.format_mae_table(rows))
+    return {f"{dataset}:{split}": curve for (dataset, split), curve in curves.items()}

@@ -153,3 +153,28 @@ def test_train_killed_then_resumed(experiment, tmp_path):
     assert 40 in _checkpoint_steps(workdir)
     results = json.loads((workdir / "eval.json").read_text())
     assert results["synthetic_heads/tiny:test"]["num_images"] == 24
+
+
+RESNET50_PAPERS = ["hopenet_300wlp.py", "gld_300wlp.py", "rankpose_300wlp.py", "hybrid_300wlp.py"]
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("name", RESNET50_PAPERS)
+def test_imagenet_init_is_required_first(capsys, name, tmp_path):
+    """The ImageNet-initialised papers refuse an empty init_from before anything else (the dataset is not
+    built here); --config.init_from=none passes that check and the run stops at the dataset instead."""
+    argv = ["train", "--config", EXPERIMENTS / name, "--workdir", tmp_path / "w", f"--config.data.data_dir={tmp_path}"]
+    line = error_line(capsys, argv)
+    assert line == ("jaxpose: error: this config fine-tunes ImageNet weights and config.init_from is empty: run "
+                    "`jaxpose convert torchvision-resnet resnet50-0676ba61.pth --workdir runs/resnet50_imagenet` and "
+                    "add --config.init_from=runs/resnet50_imagenet (or --config.init_from=none to train from scratch)")
+    line = error_line(capsys, [*argv, "--config.init_from=none"])
+    assert line.startswith("jaxpose: error: dataset 'the300w_lp' is not built in ")
+
+
+def test_init_from_none_trains_from_scratch(capsys, experiment, tmp_path):
+    argv = ["train", "--config", experiment, "--workdir", tmp_path / "w", "--config.require_init=True",
+            "--config.num_train_steps=1", "--config.init_from=none"]
+    assert cli.main([str(a) for a in argv]) == 0
+    out = capsys.readouterr().out
+    assert "initialised" not in out  # no checkpoint was read

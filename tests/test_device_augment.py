@@ -57,6 +57,8 @@ def host_rng(drawn: dict, i: int, spec: da.AugmentSpec) -> ScriptedRng:
     """The device draws of example i in the order augment.prepare consumes them."""
     coin = lambda on: 0.0 if on else 1.0  # noqa: E731  (rng.random() < p is then on / off)
     values = [float(drawn["k"][i]), float(drawn["scale"][i]), np.asarray(drawn["shift"][i], np.float64)]
+    if spec.crop == "hopenet_train":  # the host draws the square's offset right after k
+        values.insert(1, np.asarray(drawn["offset"][i], np.float64))
     if spec.flip:
         values.append(coin(drawn["flip"][i]))
     for option, value in (("downsample", "downsample_factor"), ("blur", "blur_sigma")):
@@ -141,19 +143,80 @@ def test_crop_regions_equal_crops_py(convention):
     k = rng.uniform(0.1, 0.5, n).astype(np.float32)
     scale = rng.uniform(0.7, 1.3, n).astype(np.float32)
     shift = rng.uniform(-0.2, 0.2, (n, 2)).astype(np.float32)
+    offset = rng.uniform(0, 1, (n, 2)).astype(np.float32)
     shape = (300, 300, 3)
-    unscaled = [crops.crop_box(convention, box[i], shape, k=float(k[i]), bounds=source[i]) for i in range(n)]
+    unscaled = [crops.crop_box(convention, box[i], shape, k=float(k[i]), bounds=source[i], offset=offset[i])
+                for i in range(n)]
     expected = np.stack([crops.scale_box(r, float(scale[i]), shift[i]) for i, r in enumerate(unscaled)])
-    got = np.asarray(da.crop_regions(box, source, k, scale, shift, convention))
+    got = np.asarray(da.crop_regions(box, source, k, scale, shift, convention, offset))
     # Hopenet's margin is float64 on the host, float32 here: a value within 1e-3 of a .5 may round apart.
     ambiguous = np.abs(np.abs(expected - np.floor(expected)) - 0.5) < 1e-3
     np.testing.assert_array_equal(got[~ambiguous], np.round(expected)[~ambiguous])
     assert ambiguous.mean() < 0.01
     eval_regions = np.asarray(da.crop_regions(box, source, k, None, None, convention))
-    np.testing.assert_array_equal(eval_regions, np.round(np.stack(unscaled)))
+    centred = [crops.crop_box(convention, box[i], shape, k=float(k[i]), bounds=source[i]) for i in range(n)]
+    ambiguous = np.abs(np.abs(np.stack(centred) - np.floor(centred)) - 0.5) < 1e-3
+    np.testing.assert_array_equal(eval_regions[~ambiguous], np.round(np.stack(centred))[~ambiguous])
     if convention == "fsanet":  # the clipping to source_box is exercised on all four sides
         bounds = np.round(source) - np.array([0, 0, 1, 1])
         assert all(np.sum(np.stack(unscaled)[:, j] == bounds[:, j]) > 20 for j in range(4))
+
+
+def test_hopenet_train_regions_by_hand():
+    """Box (100, 50, 200, 170), k = 0.25: widened in place to (85, -10, 217.25, 197), 132.25 x 207;
+    the square's side is 224/240 * 132.25 = 123.4333, centred or at the given offset of the slack."""
+    box = np.tile(np.float32([100, 50, 200, 170]), (3, 1))
+    k = np.full(3, 0.25, np.float32)
+    offset = np.float32([[0.5, 0.5], [0.0, 1.0], [1.0, 0.0]])
+    side = 224 / 240 * 132.25
+    expected = np.array([
+        [85 + (132.25 - side) / 2, -10 + (207 - side) / 2, 85 + (132.25 + side) / 2, -10 + (207 + side) / 2],
+        [85, 197 - side, 85 + side, 197],
+        [217.25 - side, -10, 217.25, -10 + side],
+    ])
+    np.testing.assert_allclose(expected[1], [85, 73.5667, 208.4333, 197], atol=1e-4)
+    got = np.asarray(da.crop_regions(box, box, k, None, None, "hopenet_train", offset))
+    np.testing.assert_array_equal(got, np.round(expected))  # [[89, 32, 213, 155], [85, 74, 208, 197], ...]
+    centred = np.asarray(da.crop_regions(box, box, k, None, None, "hopenet_train"))
+    np.testing.assert_array_equal(centred, np.round(expected[[0, 0, 0]]))
+
+
+def test_offset_draws_are_appended():
+    """The offset is entries 10-11 of each example's uniform vector: the ten earlier draws are unchanged."""
+    spec = da.AugmentSpec(crop="hopenet_train", crop_k=(0.2, 0.4), scale=(0.8, 1.2), shift=0.1)
+    drawn = da.draw(KEY, spec, 3, step=2)
+    keys = da.example_keys(KEY, 2, jnp.arange(3))
+    for i in range(3):
+        ten = np.asarray(jax.random.uniform(jax.random.split(keys[i])[0], (10,)))
+        u = np.asarray(jax.random.uniform(jax.random.split(keys[i])[0], (len(da.UNIFORM_DRAWS),)))
+        np.testing.assert_array_equal(u[:10], ten)
+        np.testing.assert_allclose(drawn["k"][i], 0.2 + 0.2 * ten[0], rtol=1e-6)
+        np.testing.assert_allclose(drawn["scale"][i], 0.8 + 0.4 * ten[1], rtol=1e-6)
+        np.testing.assert_array_equal(drawn["offset"][i], u[10:12])
+
+
+def test_hopenet_train_host_and_device_regions_agree(tiny):
+    """The host path fed the device's draws (k, offset, scale, shift) cuts the device's regions."""
+    records, _ = tiny
+    spec = da.AugmentSpec(image_size=SIZE, crop="hopenet_train", scale=(0.9, 1.1), shift=0.05, flip=False)
+    drawn = host_draws(spec, len(records))
+    labels = {name: np.stack([r[name] for r in records]).astype(np.float32) for name in ("box", "source_box")}
+    regions = np.asarray(da.crop_regions(labels["box"], labels["source_box"], drawn["k"], drawn["scale"],
+                                         drawn["shift"], "hopenet_train", drawn["offset"]))
+    host_regions = [host.crop_region(r, (128, 128, 3), spec, host_rng(drawn, i, spec)) for i, r in enumerate(records)]
+    assert np.abs(np.round(np.stack(host_regions)) - regions).max() <= 1  # float64 host, float32 device rounding
+    assert np.mean(np.round(np.stack(host_regions)) == regions) > 0.95
+
+
+def test_eval_crop_is_the_evaluation_convention():
+    """train=False cuts spec.eval_crop (Hopenet's test crop) while training cuts spec.crop."""
+    spec = da.AugmentSpec(image_size=SIZE, crop="hopenet_train", eval_crop="hopenet", flip=False)
+    canvases, labels = _full_batch(batch=1)
+    evaluated = _run(spec, canvases, labels, train=False)["image"]
+    as_hopenet = _run(dataclass_replace(spec, crop="hopenet", eval_crop=""), canvases, labels, train=False)["image"]
+    np.testing.assert_array_equal(evaluated, as_hopenet)
+    with pytest.raises(ValueError, match="crop convention"):
+        dataclass_replace(spec, eval_crop="nope")
 
 
 # --- pixels ------------------------------------------------------------------------------------

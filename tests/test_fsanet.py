@@ -1,13 +1,16 @@
 """FSA-Net and SSR-Net-MD: shapes, sizes, the formulas checked by hand, gradients, jit."""
 
+import flax.linen as nn
 import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxpose.models import fsanet
 from jaxpose.models.fsanet import (
     AGGREGATIONS,
+    DEPTHWISE,
     SCORINGS,
     FSANet,
     MetricAggregation,
@@ -16,9 +19,12 @@ from jaxpose.models.fsanet import (
     StructureMapping,
     caps_fusion,
     dynamic_routing,
+    depthwise_conv,
+    resolve_depthwise,
     squash,
     ssr_decode,
 )
+from jaxpose.pretrained import fsanet_keras_variables
 
 IMAGES = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
 # Model sizes (MB) in the FSA-Net paper's AFLW2000 comparison table.
@@ -184,7 +190,7 @@ def test_metric_aggregation_by_matmuls():
 
 
 @pytest.mark.parametrize("kwargs", [{"scoring": "uniform"}, {"aggregation": "mean"}, {"num_capsule": 4},
-                                    {"scoring": "none", "num_primcaps": 21}])
+                                    {"scoring": "none", "num_primcaps": 21}, {"depthwise": "fft"}])
 def test_bad_settings_raise(kwargs):
     with pytest.raises(ValueError, match="FSANet"):
         _shapes(FSANet(**kwargs))
@@ -219,3 +225,166 @@ def test_jit_equals_eager():
     jitted = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)["pose"]
     assert bool(jnp.all(jnp.isfinite(eager)))
     np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-3)
+
+
+# --- depthwise formulations and pooling -----------------------------------------------------------
+
+
+def _relative(a, b) -> float:
+    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-30))
+
+
+@pytest.mark.parametrize("x_shape,kernel_hw", [
+    ((2, 8, 8, 5), (3, 3)),    # the FSA-Net case
+    ((3, 5, 7, 3), (3, 3)),    # odd, non-square image, 3 channels like the first block
+    ((2, 6, 9, 4), (2, 2)),    # even kernel: 'SAME' pads 0 before, 1 after
+    ((1, 7, 6, 2), (5, 3)),
+    ((2, 4, 4, 3), (1, 1)),
+])
+def test_depthwise_formulations_equal_lax_conv(x_shape, kernel_hw):
+    """Forward and both gradients of every formulation vs lax.conv_general_dilated (feature_group_count = C)."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], x_shape)
+    kernel = jax.random.normal(keys[1], (*kernel_hw, 1, x_shape[-1]))
+    cotangent = jax.random.normal(keys[2], x_shape)
+    reference = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                             feature_group_count=x_shape[-1])
+    ref_out, ref_vjp = jax.vjp(lambda a, k: depthwise_conv(a, k, "conv"), x, kernel)
+    np.testing.assert_array_equal(ref_out, reference)
+    ref_dx, ref_dk = ref_vjp(cotangent)
+    for method in ("conv", "shifts"):
+        out, vjp = jax.vjp(lambda a, k: depthwise_conv(a, k, method), x, kernel)
+        dx, dk = vjp(cotangent)
+        assert out.shape == x_shape and out.dtype == jnp.float32
+        for got, want in ((out, reference), (dx, ref_dx), (dk, ref_dk)):
+            assert _relative(got, want) < 1e-5, (method, _relative(got, want))
+        jitted = jax.jit(lambda a, k: depthwise_conv(a, k, method))(x, kernel)
+        np.testing.assert_allclose(jitted, out, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_bfloat16_accumulates_in_float32():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16)) * 100
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 16))
+    exact = depthwise_conv(x, kernel, "conv")
+    low = depthwise_conv(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), "shifts")
+    assert low.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(low)))
+    # bf16 inputs (8-bit mantissa) and one rounding of the float32 sum
+    assert _relative(low.astype(jnp.float32), exact) < 2e-2
+
+
+def test_depthwise_auto_picks_by_backend(monkeypatch):
+    assert set(DEPTHWISE) == {"auto", "conv", "shifts"}
+    assert resolve_depthwise("conv") == "conv" and resolve_depthwise("shifts") == "shifts"
+    for backend, method in (("cpu", "shifts"), ("gpu", "conv"), ("tpu", "conv")):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert resolve_depthwise("auto") == method
+    with pytest.raises(ValueError, match="unknown depthwise formulation 'fft'"):
+        resolve_depthwise("fft")
+
+
+@pytest.mark.parametrize("model_cls", [FSANet, SSRNetMD])
+def test_depthwise_keeps_the_parameter_tree(model_cls):
+    """Same variable names and shapes whichever formulation runs (checkpoints, official weights)."""
+    images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    trees = [jax.eval_shape(lambda x, m=m: model_cls(depthwise=m).init(jax.random.key(0), x, train=False), images)
+             for m in DEPTHWISE]
+    for tree in trees[1:]:
+        assert jax.tree.structure(tree) == jax.tree.structure(trees[0])
+        assert [leaf.shape for leaf in jax.tree.leaves(tree)] == [leaf.shape for leaf in jax.tree.leaves(trees[0])]
+    kernel = trees[0]["params"]["streams"]["relu_1"]["depthwise"]["kernel"]
+    assert kernel.shape == (3, 3, 1, 16)
+
+
+class _NNConvBlock(nn.Module):
+    """The separable block as first written, with nn.Conv(feature_group_count=C) for the depthwise step."""
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        x = nn.Conv(c, (3, 3), padding="SAME", feature_group_count=c, use_bias=False,
+                    kernel_init=nn.initializers.glorot_uniform(), name="depthwise")(x)
+        x = nn.Conv(32, (1, 1), kernel_init=nn.initializers.glorot_uniform(), name="pointwise")(x)
+        return jax.nn.relu(nn.BatchNorm(use_running_average=True, momentum=0.99, epsilon=1e-3, name="bn")(x))
+
+
+@pytest.mark.parametrize("method", DEPTHWISE)
+def test_sepconv_block_same_variables_and_outputs_as_nn_conv(method):
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+    old = _NNConvBlock().init(jax.random.key(3), x)
+    new = fsanet.SepConvBlock(32, "relu", depthwise=method).init(jax.random.key(3), x, train=False)
+    assert jax.tree.structure(new) == jax.tree.structure(old)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+        np.testing.assert_array_equal(a, b)  # same names, shapes and initial values
+    got = fsanet.SepConvBlock(32, "relu", depthwise=method).apply(old, x, train=False)
+    np.testing.assert_allclose(got, _NNConvBlock().apply(old, x), rtol=1e-5, atol=1e-5)
+
+
+def test_fsanet_shifts_equal_conv_train_and_eval():
+    """Whole model, depthwise "shifts" vs "conv": poses, updated batch statistics and parameter gradients."""
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3)) * 255
+    models = {m: FSANet(scoring="conv", aggregation="capsule", depthwise=m) for m in ("conv", "shifts")}
+    variables = _variables(models["conv"], images, train=False)
+    poses = {m: model.apply(variables, images, train=False)["pose"] for m, model in models.items()}
+    np.testing.assert_allclose(poses["shifts"], poses["conv"], rtol=1e-5, atol=1e-4)
+    grads, stats = {}, {}
+    for m, model in models.items():
+        fn = jax.jit(jax.value_and_grad(_pose_loss(model, variables, images))).lower(variables["params"])
+        _, grads[m] = fn.compile(FAST_COMPILE)(variables["params"])
+        stats[m] = model.apply(variables, images, train=True, mutable=["batch_stats"])[1]["batch_stats"]
+    # A pointwise bias feeds a training-mode BatchNorm, which subtracts it again: its exact gradient is 0
+    # and both formulations give rounding noise there, far below the other gradients.
+    largest = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["conv"]))
+    for (path, b), a in zip(jax.tree_util.tree_flatten_with_path(grads["conv"])[0], jax.tree.leaves(grads["shifts"])):
+        error = float(jnp.max(jnp.abs(a - b)))
+        if "pointwise" in jax.tree_util.keystr(path) and path[-1].key == "bias":
+            assert error < 1e-6 * largest
+        else:  # 1.6e-5 at most here: rounding through 14 BatchNorms and the routing
+            assert error < 1e-4 * float(jnp.max(jnp.abs(b))), jax.tree_util.keystr(path)
+    for a, b in zip(jax.tree.leaves(stats["shifts"]), jax.tree.leaves(stats["conv"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fsanet_bfloat16_shifts_finite():
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3)) * 255
+    model = FSANet(scoring="var", aggregation="capsule", dtype=jnp.bfloat16, depthwise="shifts")
+    variables = _variables(model, images, train=False)
+    pose = jax.jit(lambda v, x: model.apply(v, x, train=False)["pose"])(variables, images)
+    assert pose.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(pose)))
+    grad_fn = jax.jit(jax.grad(_pose_loss(model, variables, images))).lower(variables["params"])
+    grads = grad_fn.compile(FAST_COMPILE)(variables["params"])
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_official_weights_same_pose_with_either_depthwise(testdata):
+    """The official FSA-Caps 1x1 weights: depthwise "shifts" and "conv" predict the same poses (0-255 input)."""
+    images = jax.random.uniform(jax.random.key(5), (4, 64, 64, 3)) * 255
+    h5 = testdata / "fsanet_keras" / OFFICIAL_FILES[("conv", "capsule")]
+    poses = {}
+    for method in ("conv", "shifts"):
+        model = FSANet(scoring="conv", aggregation="capsule", num_primcaps=21, depthwise=method)
+        variables = fsanet_keras_variables(h5, model)
+        poses[method] = jax.jit(lambda v, x, model=model: model.apply(v, x, train=False)["pose"])(variables, images)
+    assert bool(jnp.all(jnp.isfinite(poses["conv"])))
+    np.testing.assert_allclose(poses["shifts"], poses["conv"], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_equals_flax_pooling_values_and_gradients(kind):
+    """The reshape pools equal nn.max_pool / nn.avg_pool (2x2, stride 2), gradients included: with ties the
+    max routes the whole gradient to the window's first maximum, as reduce_window does."""
+    rng = np.random.default_rng(0)
+    ties = jnp.asarray(rng.integers(0, 3, (2, 8, 6, 3)), jnp.float32)  # many equal values per window
+    smooth = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
+    flax_pool = nn.max_pool if kind == "max" else nn.avg_pool
+    reference = lambda x: flax_pool(x, (2, 2), strides=(2, 2))
+    for x in (ties, smooth):
+        out, vjp = jax.vjp(lambda a: fsanet._pool(kind, a), x)
+        ref_out, ref_vjp = jax.vjp(reference, x)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-6)
+        np.testing.assert_allclose(vjp(cotangent)[0], ref_vjp(cotangent)[0], rtol=1e-6)
+        tangent = jax.jvp(lambda a: fsanet._pool(kind, a), (x,), (x * 0.5 + 1,))[1]
+        np.testing.assert_allclose(tangent, jax.jvp(reference, (x,), (x * 0.5 + 1,))[1], rtol=1e-6)
+    if kind == "max":
+        grad = jax.grad(lambda a: jnp.sum(fsanet._pool("max", a)))(jnp.ones((1, 2, 2, 1)))
+        np.testing.assert_array_equal(grad[0, :, :, 0], [[1, 0], [0, 0]])

@@ -81,15 +81,15 @@ def test_gld_target_hand_both_modes():
     paper = _softmax([g / 1.0 for g in gauss])  # Eq. 1-3: softmax of gaussian / sigma
     normed = [g / sum(gauss) for g in gauss]
     angles = jnp.asarray([[-2.5, -2.5, -2.5]])
-    got_paper = losses.gld_target(angles, num_bins=3, lo=LO, hi=HI, sigma=1.0)
-    got_norm = losses.gld_target(angles, num_bins=3, lo=LO, hi=HI, sigma=1.0, normalized=True)
+    got_paper = losses.gld_target(angles, num_bins=3, lo=LO, hi=HI, sigma=1.0, normalized=False)
+    got_norm = losses.gld_target(angles, num_bins=3, lo=LO, hi=HI, sigma=1.0)  # the default
     assert got_paper.shape == (1, 3, 3)
     np.testing.assert_allclose(got_paper[0, 0], paper, rtol=1e-6)
     np.testing.assert_allclose(got_norm[0, 0], normed, rtol=1e-6)
     # sigma = 2, angle in the middle bin: g = exp(-1/8) / 2 on both sides.
     side = math.exp(-1 / 8)
     expected = _softmax([side / 2, 1 / 2, side / 2])
-    got = losses.gld_target(jnp.zeros((1, 3)), num_bins=3, lo=LO, hi=HI, sigma=2.0)
+    got = losses.gld_target(jnp.zeros((1, 3)), num_bins=3, lo=LO, hi=HI, sigma=2.0, normalized=False)
     np.testing.assert_allclose(got[0, 1], expected, rtol=1e-6)
 
 
@@ -105,8 +105,8 @@ def test_gld_target_sums_to_one_and_peaks_at_true_bin(normalized):
 
 def test_gld_paper_mode_is_flat_normalized_is_not():
     # Docstring numbers: K=66, sigma=4, a=33 (angle 0).
-    paper = losses.gld_target(jnp.zeros((1, 3)))[0, 0]
-    normed = losses.gld_target(jnp.zeros((1, 3)), normalized=True)[0, 0]
+    paper = losses.gld_target(jnp.zeros((1, 3)), normalized=False)[0, 0]
+    normed = losses.gld_target(jnp.zeros((1, 3)))[0, 0]
     assert float(paper.max()) == pytest.approx(0.01868, abs=1e-5)
     assert float(normed.max()) == pytest.approx(0.09974, abs=1e-5)
 
@@ -132,6 +132,63 @@ def test_gld_loss_hand(normalized):
         _logits(), _angles(), alpha=0.3, sigma=sigma, normalized=normalized, lo=LO, hi=HI
     )
     np.testing.assert_allclose(got, [expected + 0.3 * mse], rtol=1e-5)
+
+
+def test_gld_default_is_the_normalised_target():
+    angles = jnp.asarray([[10.0, -20.0, 30.0]])
+    np.testing.assert_array_equal(losses.gld_target(angles), losses.gld_target(angles, normalized=True))
+    logits = _logits()
+    np.testing.assert_array_equal(losses.gld_loss(logits, _angles(), lo=LO, hi=HI),
+                                  losses.gld_loss(logits, _angles(), normalized=True, lo=LO, hi=HI))
+
+
+def test_mse_loss_hand():
+    pred = jnp.asarray([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    angles = jnp.asarray([[3.0, -2.0, -0.5], [1.0, -1.0, 2.0]])
+    # (1-3)^2 + 0 + (0.5+0.5)^2 = 5;  1 + 1 + 4 = 6.
+    np.testing.assert_allclose(losses.mse_loss(pred, angles), [5.0, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(losses.mse_loss)(pred, angles), [5.0, 6.0], rtol=1e-6)
+    # d/dpred sum = 2 (pred - angles)
+    grad = jax.grad(lambda p: losses.mse_loss(p, angles).sum())(pred)
+    np.testing.assert_allclose(grad, 2 * (pred - angles), rtol=1e-6)
+    # Registered on the "pose" output (degrees): any model can regress directly.
+    assert losses.LOSSES["mse"].output_key == "pose" and losses.LOSSES["mse"].unit == "degrees"
+    _, parts = losses.total_loss({"pose": pred}, angles, [("mse", 1.0, {})])
+    assert float(parts["mse"]) == pytest.approx(5.5)
+
+
+def test_reduction_sum_and_mean_hand():
+    pred = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [4.0, 0.0, 0.0]])
+    angles = jnp.zeros((4, 3))
+    outputs = {"pose": pred}  # per-example mae 1, 2, 3, 4; mse 1, 4, 9, 16
+    terms = [("mae", 0.5, {"reduction": "sum"}), ("mse", 2.0, {"reduction": "mean"})]
+    total, parts = jax.jit(lambda o, a: losses.total_loss(o, a, terms))(outputs, angles)
+    assert float(parts["mae"]) == pytest.approx(10.0)  # 1 + 2 + 3 + 4
+    assert float(parts["mse"]) == pytest.approx(7.5)  # (1 + 4 + 9 + 16) / 4
+    assert float(total) == pytest.approx(0.5 * 10.0 + 2.0 * 7.5)
+    # GLD as the paper's Eq. 5: sum over the batch of L_Eu + L_KL, plus alpha times the mean L_MSE.
+    logits = jnp.concatenate([_logits(), jnp.zeros((1, 3, 3))])
+    labels = jnp.concatenate([_angles(), jnp.zeros((1, 3))])
+    per_example = losses.gld_loss(logits, labels, lo=LO, hi=HI)
+    mse = losses.expectation_mse(logits, labels, lo=LO, hi=HI)
+    paper = [("gld", 1.0, {"reduction": "sum", "lo": LO, "hi": HI}), ("expectation_mse", 0.3, {"lo": LO, "hi": HI})]
+    total, _ = losses.total_loss({"logits": logits}, labels, paper)
+    assert float(total) == pytest.approx(float(per_example[0] + per_example[1] + 0.3 * (mse[0] + mse[1]) / 2), rel=1e-6)
+    # jaxpose's mean-reduced alpha equals the paper's alpha divided by the batch size.
+    mean_form = [("gld", 1.0, {"lo": LO, "hi": HI}), ("expectation_mse", 0.3 / 2, {"lo": LO, "hi": HI})]
+    assert float(losses.total_loss({"logits": logits}, labels, mean_form)[0]) == pytest.approx(float(total) / 2, rel=1e-6)
+    assert "reduction" in losses.LOSSES["gld"].options()
+    # Per-device steps average over devices: with axis_name, a "sum" term still sums the global batch.
+    shards = jax.tree.map(lambda x: x.reshape(2, 2, *x.shape[1:]), (outputs, angles))
+
+    def per_device(o, a):
+        return jax.lax.pmean(losses.total_loss(o, a, terms, axis_name="devices"), "devices")
+
+    total, parts = jax.vmap(per_device, axis_name="devices")(*shards)
+    assert float(parts["mae"][0]) == pytest.approx(10.0) and float(parts["mse"][0]) == pytest.approx(7.5)
+    assert float(total[0]) == pytest.approx(0.5 * 10.0 + 2.0 * 7.5)
+    with pytest.raises(ValueError, match=r"'mae': unknown reduction 'max'; valid: mean, sum"):
+        losses.total_loss(outputs, angles, [("mae", 1.0, {"reduction": "max"})])
 
 
 def test_gld_loss_zero_when_prediction_equals_target():
@@ -225,7 +282,7 @@ BINNED = {
     "expectation_mse": losses.expectation_mse,
     "hopenet": losses.hopenet_loss,
     "gld": losses.gld_loss,
-    "gld_normalized": lambda x, a: losses.gld_loss(x, a, normalized=True, alpha=0.1),
+    "gld_paper_target": lambda x, a: losses.gld_loss(x, a, normalized=False, alpha=0.1),
     "hybrid_single": lambda x, a: losses.hybrid_loss((x,), a, betas=(1.0,)),
 }
 

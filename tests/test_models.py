@@ -34,14 +34,14 @@ def test_pose_model_outputs_and_bf16_compute_keeps_float32_params():
     assert set(variables["params"]["head"]) == {"fc_yaw", "fc_pitch", "fc_roll", "fc_yaw_18", "fc_pitch_18", "fc_roll_18"}
 
 
-@pytest.mark.parametrize("kind", ["dot", "cosine", "arccos"])
+@pytest.mark.parametrize("kind", ["dot", "linear", "cosine", "arccos"])
 def test_regression_head_bounds_and_units(kind):
     features = jax.random.normal(jax.random.PRNGKey(1), (16, 8)) * 100
     head = RegressionHead(kind=kind)
     variables = head.init(jax.random.PRNGKey(0), features)
     out = head.apply(variables, features)
     np.testing.assert_allclose(out["pose"], np.degrees(out["regression"]), rtol=1e-5)
-    if kind != "dot":
+    if kind not in ("dot", "linear"):
         assert np.all(np.abs(out["regression"]) <= np.pi / 2 + 1e-6)
     grads = jax.grad(lambda v: head.apply(v, features)["regression"].sum())(variables)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
@@ -55,6 +55,10 @@ def test_regression_head_equations_by_hand():
     np.testing.assert_allclose(cosine, [[0.6 * np.pi / 2, 0.8 * np.pi / 2, 1.0 * np.pi / 2]], rtol=1e-5)
     arccos = RegressionHead(kind="arccos").apply(variables, f)["regression"]
     np.testing.assert_allclose(arccos[0, :2], [np.arccos(0.6) - np.pi / 2, np.arccos(0.8) - np.pi / 2], rtol=1e-5)
+    # "linear": W^T F + b in degrees (Hopenet's regression baseline): (3, 4, 9 + 16) + (1, 2, 3).
+    linear = RegressionHead(kind="linear").apply({"params": {"kernel": w, "bias": jnp.array([1.0, 2.0, 3.0])}}, f)
+    np.testing.assert_allclose(linear["pose"], [[4.0, 6.0, 28.0]], rtol=1e-6)
+    np.testing.assert_allclose(linear["regression"], np.radians([[4.0, 6.0, 28.0]]), rtol=1e-6)
 
 
 def test_binned_head_left_edge_decoding():

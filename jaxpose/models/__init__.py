@@ -72,6 +72,10 @@ def build_model(model_config: Any) -> nn.Module:
     """The model of an experiment's `config.model` (name, dtype, kwargs, head, head_kwargs)."""
     dtype = _lookup(DTYPES, "dtype", model_config.get("dtype", "float32"))
     kwargs = dict(model_config.get("kwargs", {}))
+    if model_config.get("freeze_batch_stats"):  # BatchNorms kept in inference mode (models.resnet)
+        if model_config.name not in RESNETS:
+            raise ValueError(f"model.freeze_batch_stats applies to ResNet backbones, not {model_config.name!r}")
+        kwargs["freeze_batch_stats"] = model_config.freeze_batch_stats
     backbone = get_model(model_config.name, dtype=dtype, **kwargs)
     if not _lookup(MODELS, "model", model_config.name)[1]:
         return backbone

@@ -4,8 +4,9 @@ Both models share the two-stream trunk of the official FSA-Net code: seven
 3x3 separable-conv blocks per stream (widths 16, 32, 32, 64, 64, 128, 128),
 stream B_R with BatchNorm + ReLU and 2x2 average pooling, stream B_T with
 BatchNorm + tanh and 2x2 max pooling, pooling after blocks 1, 3 and 5. Stage
-k (K = 3, deepest first) fuses the two streams' taps by an element-wise
-product of 1x1 convolutions (tanh on B_T, ReLU on B_R), as in the paper §3.1.
+k (K = 3, deepest first) fuses the two streams' taps in the official code's
+order: a 1x1 convolution of each tap (tanh on B_T, ReLU on B_R), then their
+element-wise product.
 
 FSA-Net (paper §3.2-3.4) then
 
@@ -66,8 +67,110 @@ _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 
 
 def _pool(kind: str, x: jax.Array) -> jax.Array:
-    pool = nn.max_pool if kind == "max" else nn.avg_pool
-    return pool(x, (2, 2), strides=(2, 2))
+    """2x2 max or average pooling, stride 2, 'VALID'; the max with its gradient written out (`_max_pool_2x2`)."""
+    if kind == "max":
+        return _max_pool_2x2(x)
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+@jax.custom_jvp
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    """nn.max_pool(x, (2, 2), strides=(2, 2)), with the same gradient computed elementwise.
+
+    The gradient goes to the first maximum of each window in row-major order,
+    as reduce_window's select_and_scatter (and TF's MaxPoolGrad) route it,
+    not split among ties (common on flat image regions); H and W even. On XLA:CPU the
+    built-in gradient tracks argmax indices in a variadic reduce_window over
+    four materialised int32 iotas: 29.5 ms forward + backward on
+    (32, 64, 64, 16) against 3.0 ms for this one (13 % of FSA-Net's train step).
+    """
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+@_max_pool_2x2.defjvp
+def _max_pool_2x2_jvp(primals, tangents):
+    (x,), (tangent,) = primals, tangents
+    out = _max_pool_2x2(x)
+    b, h, w, c = x.shape
+    windows, tangent = (a.reshape(b, h // 2, 2, w // 2, 2, c) for a in (x, tangent))
+    is_max = windows == out[:, :, None, :, None, :]
+    picked = jnp.zeros_like(out)
+    for dy, dx in ((1, 1), (1, 0), (0, 1), (0, 0)):  # the last assignment wins: the first maximum
+        picked = jnp.where(is_max[:, :, dy, :, dx], tangent[:, :, dy, :, dx], picked)
+    return out, picked
+
+
+DEPTHWISE = ("auto", "conv", "shifts")
+
+
+def resolve_depthwise(depthwise: str) -> str:
+    """The depthwise formulation to run: "auto" picks one by the default JAX backend.
+
+    "shifts" on CPU: XLA:CPU runs a convolution with one channel per group
+    (feature_group_count = channels) pathologically slowly (forward and both
+    gradients), while the same convolution as a sum of shifted products is a
+    few fused elementwise loops (`depthwise_conv`). "conv" (lax conv with
+    feature_group_count) on GPU and TPU, where cuDNN and the TPU compiler have
+    native depthwise kernels. The GPU/TPU choice is not measured yet (no GPU
+    was lent to the session that wrote this): compare with
+    `--config.model.kwargs.depthwise=shifts` (or `=conv` on CPU).
+    """
+    if depthwise not in DEPTHWISE:
+        raise ValueError(f"unknown depthwise formulation {depthwise!r}; valid: {', '.join(DEPTHWISE)}")
+    if depthwise == "auto":
+        return "shifts" if jax.default_backend() == "cpu" else "conv"
+    return depthwise
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
+    """Stride-1 'SAME' depthwise convolution: x (B, H, W, C), kernel (kh, kw, 1, C) -> (B, H, W, C).
+
+    method "conv": lax.conv_general_dilated with feature_group_count = C.
+    method "shifts": the same sum of kh * kw shifted products, with the conv's
+    'SAME' zero padding ((k - 1) // 2 before, k // 2 after), arranged by
+    kernel rows: row i sums the kw products of the W-padded input shifted
+    along W, then the kh row sums are shifted along H and added. (Nine slices
+    of one padded input compute the same, but XLA:CPU then materialises each
+    slice, recomputing the fused BatchNorm + activation producer per slice:
+    1.5x slower forward in the whole model.) A low-precision input is
+    accumulated in float32 and rounded once, like a convolution's accumulator.
+    """
+    kh, kw, _, channels = kernel.shape
+    if method == "conv":
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=channels)
+    if method != "shifts":
+        raise ValueError(f"unknown depthwise method {method!r}; valid: conv, shifts")
+    h, w = x.shape[1:3]
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    padded = jnp.pad(x, ((0, 0), (0, 0), (left, kw - 1 - left), (0, 0)))
+    out = None
+    for i in range(kh):
+        row = sum(padded[:, :, j:j + w].astype(acc) * kernel[i, j, 0].astype(acc) for j in range(kw))
+        # out[:, y] += row[:, y + i - top], zero outside the image
+        row = jnp.pad(row, ((0, 0), (top, kh - 1 - top), (0, 0), (0, 0)))[:, i:i + h]
+        out = row if out is None else out + row
+    return out.astype(x.dtype)
+
+
+class DepthwiseConv(nn.Module):
+    """nn.Conv(C, kernel_size, 'SAME', feature_group_count=C, use_bias=False), formulation chosen by `depthwise`.
+
+    Declares the same variable as that nn.Conv ("kernel", (kh, kw, 1, C),
+    Glorot uniform, float32), so checkpoints and the converted official
+    weights load whichever formulation runs.
+    """
+
+    kernel_size: tuple[int, int] = (3, 3)
+    depthwise: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _glorot, (*self.kernel_size, 1, x.shape[-1]), jnp.float32)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        return depthwise_conv(x, kernel, resolve_depthwise(self.depthwise))
 
 
 class SepConvBlock(nn.Module):
@@ -76,12 +179,11 @@ class SepConvBlock(nn.Module):
     features: int
     activation: str
     dtype: Dtype = jnp.float32
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        channels = x.shape[-1]
-        x = nn.Conv(channels, (3, 3), padding="SAME", feature_group_count=channels, use_bias=False,
-                    kernel_init=_glorot, dtype=self.dtype, name="depthwise")(x)
+        x = DepthwiseConv((3, 3), self.depthwise, self.dtype, name="depthwise")(x)
         x = nn.Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype, name="pointwise")(x)
         x = _BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn")(x)
         return _ACTIVATIONS[self.activation](x)
@@ -96,6 +198,7 @@ class TwoStream(nn.Module):
     """
 
     dtype: Dtype = jnp.float32
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool):
@@ -103,7 +206,7 @@ class TwoStream(nn.Module):
         for stream, pool in (("relu", "avg"), ("tanh", "max")):
             x, stream_taps = images, []
             for i, width in enumerate(STREAM_WIDTHS):
-                x = SepConvBlock(width, stream, self.dtype, name=f"{stream}_{i}")(x, train)
+                x = SepConvBlock(width, stream, self.dtype, self.depthwise, name=f"{stream}_{i}")(x, train)
                 if i in _POOL_AFTER:
                     x = _pool(pool, x)
                     if i > 0:
@@ -299,6 +402,9 @@ class FSANet(nn.Module):
     with scoring "none" it is fixed to 3 (H/8)^2, 192 at 64 px). The trunk
     runs in `dtype`; mapping, aggregation and SSR run in float32 (a few
     thousand FLOPs whose divisions by row sums and stage products need it).
+    depthwise: how the trunk's 3x3 depthwise convolutions run, "auto" (by
+    backend), "conv" or "shifts" (`resolve_depthwise`); the same variables
+    and, up to float rounding, the same outputs either way.
     """
 
     scoring: str = "conv"
@@ -312,11 +418,12 @@ class FSANet(nn.Module):
     lambda_d: float = 1.0
     value_range: float = 99.0
     dtype: Dtype = jnp.float32
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
         self._check(images.shape)
-        relu_taps, tanh_taps = TwoStream(self.dtype, name="streams")(images, train)
+        relu_taps, tanh_taps = TwoStream(self.dtype, self.depthwise, name="streams")(images, train)
         fused = fuse_stages(relu_taps, tanh_taps, self.dtype)
         fused[2] = _pool("avg", fused[2])  # H/4 -> H/8, as every stage map is w x w
         maps = jnp.stack(fused, axis=1).astype(jnp.float32)
@@ -340,6 +447,8 @@ class FSANet(nn.Module):
             raise ValueError(f"FSANet: unknown scoring {self.scoring!r}; valid: {', '.join(SCORINGS)}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"FSANet: unknown aggregation {self.aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+        if self.depthwise not in DEPTHWISE:
+            raise ValueError(f"FSANet: unknown depthwise {self.depthwise!r}; valid: {', '.join(DEPTHWISE)}")
         if len(shape) != 4 or shape[-1] != 3 or shape[1] % 8 or shape[2] % 8:
             raise ValueError(f"FSANet: images must be (B, H, W, 3) with H, W divisible by 8, got {shape}")
         if self.num_capsule % 3 or (self.num_capsule // 3 * self.dim_capsule) % 4:
@@ -377,18 +486,22 @@ class SSRNetMD(nn.Module):
     Stage k: maxpool(tanh(conv1x1(B_T tap))) * avgpool(relu(conv1x1(B_R tap))),
     flattened (float32), then p_k = relu(Dense(3 s_k)), Delta_k =
     tanh(Dense(3)(tanh(Dense(6)))), eta_k likewise; decoded by `ssr_decode`.
+    depthwise: as FSANet's.
     """
 
     stage_sizes: tuple[int, int, int] = (3, 3, 3)
     lambda_d: float = 1.0
     value_range: float = 99.0
     dtype: Dtype = jnp.float32
+    depthwise: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
         if len(images.shape) != 4 or images.shape[-1] != 3 or images.shape[1] % 16 or images.shape[2] % 16:
             raise ValueError(f"SSRNetMD: images must be (B, H, W, 3) with H, W divisible by 16, got {images.shape}")
-        relu_taps, tanh_taps = TwoStream(self.dtype, name="streams")(images, train)
+        if self.depthwise not in DEPTHWISE:
+            raise ValueError(f"SSRNetMD: unknown depthwise {self.depthwise!r}; valid: {', '.join(DEPTHWISE)}")
+        relu_taps, tanh_taps = TwoStream(self.dtype, self.depthwise, name="streams")(images, train)
         conv = functools.partial(nn.Conv, FUSED_CHANNELS, (1, 1), kernel_init=_glorot, dtype=self.dtype)
         dense = functools.partial(nn.Dense, kernel_init=_glorot)
         probs, shifts, scales = [], [], []

@@ -53,6 +53,9 @@ class RegressionHead(nn.Module):
     """RankPose's bounded regression outputs (Dai et al., Eq. 1-3), in radians.
 
     * "dot":    y = W^T F (unbounded);
+    * "linear": y = W^T F + b in *degrees* (Hopenet's regression-only
+      baseline, whose fc_angles outputs degrees); "regression" is then
+      radians(y), so the same function as "dot", parametrised in degrees;
     * "cosine": y = alpha * W^T F / (|W| |F|), alpha = pi / 2 maps [-1, 1] to [-pi/2, pi/2];
     * "arccos": y = arccos(W^T F / (|W| |F|)) - pi / 2, also in [-pi/2, pi/2].
     W holds one column per angle; columns and F are L2-normalised for the bounded kinds.
@@ -64,10 +67,13 @@ class RegressionHead(nn.Module):
     @nn.compact
     def __call__(self, features, train: bool = False):
         del train
-        if self.kind not in ("dot", "cosine", "arccos"):
-            raise ValueError(f"unknown regression head kind {self.kind!r}; valid: dot, cosine, arccos")
+        if self.kind not in ("dot", "linear", "cosine", "arccos"):
+            raise ValueError(f"unknown regression head kind {self.kind!r}; valid: dot, linear, cosine, arccos")
         features = features.astype(jnp.float32)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (features.shape[-1], 3), jnp.float32)
+        if self.kind == "linear":
+            degrees = features @ kernel + self.param("bias", nn.initializers.zeros, (3,), jnp.float32)
+            return {"regression": jnp.radians(degrees), "pose": degrees}
         if self.kind == "dot":
             bias = self.param("bias", nn.initializers.zeros, (3,), jnp.float32)
             radians = features @ kernel + bias
