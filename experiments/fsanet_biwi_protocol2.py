@@ -1,6 +1,7 @@
 """FSA-Net (FSA-Caps 1x1) on BIWI protocol 2: trained on 70 % of the sequences, tested on the other 30 %.
 
     jaxpose data build biwi/protocol2 --source /path/to/kinect_head_pose_db
+    jaxpose data cache biwi/protocol2 --image_size 64
     jaxpose train --config experiments/fsanet_biwi_protocol2.py --workdir runs/fsanet_biwi_p2_1x1
     jaxpose train --config experiments/fsanet_biwi_protocol2.py --workdir runs/fsanet_biwi_p2_var --config.model.kwargs.scoring=var
     jaxpose train --config experiments/fsanet_biwi_protocol2.py --workdir runs/fsanet_biwi_p2_wo --config.model.kwargs.scoring=none --config.model.kwargs.num_primcaps=None

@@ -1,6 +1,7 @@
 """FSA-Net, FSA-Caps (var.) (Yang et al., CVPR 2019) on 300W-LP, tested on AFLW2000 and BIWI (protocol 1).
 
     jaxpose data build the300w_lp --source /path/to/300W_LP
+    jaxpose data cache the300w_lp --image_size 64
     jaxpose data build aflw2000 --source /path/to/AFLW2000
     jaxpose data build biwi/protocol1 --source /path/to/kinect_head_pose_db
     jaxpose train --config experiments/fsanet_caps_var.py --workdir runs/fsanet_caps_var

@@ -42,4 +42,5 @@ def get_config():
     config.data.downsample_factors = OFFICIAL_FACTORS
     config.data.downsample_prob = 0.0  # the other (area + bilinear, continuous factor) degradation stays off
     config.losses.hopenet.alpha = 1.0
+    config.data.pipeline = "host"  # the nearest-neighbour schedule is host-only (input_pipeline.augment)
     return config

@@ -1,6 +1,7 @@
 """RankPose (Dai et al., BMVC 2020) on 300W-LP, tested on AFLW2000 and BIWI (protocol 1).
 
     jaxpose data build the300w_lp --source /path/to/300W_LP
+    jaxpose data cache the300w_lp --image_size 224
     jaxpose data build aflw2000 --source /path/to/AFLW2000
     jaxpose data build biwi/protocol1 --source /path/to/kinect_head_pose_db
     jaxpose convert torchvision-resnet resnet50-0676ba61.pth --workdir runs/resnet50_imagenet

@@ -1,6 +1,7 @@
 """SSR-Net-MD (the FSA-Net paper's multi-dimensional SSR-Net baseline) on 300W-LP, tested on AFLW2000 and BIWI (protocol 1).
 
     jaxpose data build the300w_lp --source /path/to/300W_LP
+    jaxpose data cache the300w_lp --image_size 64
     jaxpose data build aflw2000 --source /path/to/AFLW2000
     jaxpose data build biwi/protocol1 --source /path/to/kinect_head_pose_db
     jaxpose train --config experiments/ssrnet_md.py --workdir runs/ssrnet_md
@@ -27,8 +28,9 @@ FSA-Net Tables 1-2), MAE in degrees (yaw / pitch / roll / mean):
     BIWI protocol 1: 4.49 / 6.31 / 3.61 / 4.65
 (the tabulated means differ from the means of the three angles, 6.04 and
 4.80; compare per angle).
-Runtime (estimate, not measured): 90 epochs x 7,650 steps of batch 16; on one
-GPU it is bound by the per-step overhead and the host pipeline, about 1-2 hours.
+Runtime: 90 epochs x 7,650 steps of batch 16, not measured on a GPU yet; the
+input path is fsanet_caps_1x1.py's (canvases on the device, 8 steps per
+dispatch against the per-step overhead).
 """
 
 from experiments.fsanet_caps_1x1 import get_config as fsanet_config

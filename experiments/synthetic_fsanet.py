@@ -30,6 +30,7 @@ def cpu_fsa(config):
     config.data.name = "synthetic_heads"
     config.data.flip = True  # synthetic_heads has no mirrored copies, unlike 300W-LP
     config.data.num_workers = 0
+    config.model.dtype = "float32"  # XLA:CPU emulates bf16 (slower, no gain)
     config.eval_on = ()
     config.batch_size = 32
     config.num_train_steps = 600

@@ -26,7 +26,11 @@ scale 0.9; FSA-Net's 2.2 at zoom 0.8), and a stored training image is about
 canvas: at 2 x image_size it still has >= the model's input resolution, and
 the crop is never upsampled from fewer pixels than the model sees. For
 synthetic_heads at 64 px the canvas (128) equals the stored 128 px render: no
-resampling at all.
+resampling at all. The exception is Hopenet's training crop ("hopenet_train",
+about 1.17 box sides at k = 0.2): on 300W-LP (~441 x 320 stored px) it spans
+~150 stored and ~150 canvas pixels at 448 px and is enlarged to 224 on both
+paths; the canvas loses nothing the stored image has (its faces are stored at
+<= 128 px, `datasets/build.py` MAX_FACE_SIDE; see experiments/hopenet_300wlp.py).
 
 Files, in `cache_dir(data_dir, name, split, image_size, canvas_size)` =
 {data_dir}/canvases/{name}/{version}/{split}-{image_size}px-c{canvas_size}

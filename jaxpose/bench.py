@@ -27,9 +27,11 @@ placement its grain reader threads are not included, see its pipeline mode).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import platform
+import re
 import tempfile
 import time
 
@@ -38,11 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipeline import pipeline
-from jaxpose import checkpoint, sharding, train
+from jaxpose import checkpoint, roofline, sharding, train
 from jaxpose.config import load_config, override_args
 from jaxpose.models import build_model
 
-MODES = ("step", "pipeline", "end_to_end")
+MODES = ("step", "pipeline", "end_to_end", "profile")
 
 
 def random_batch(config, rng: np.random.Generator) -> dict:
@@ -77,11 +79,32 @@ def _timed(fn, repeats: int) -> float:
     return time.perf_counter() - start
 
 
-def step_benchmark(config, steps: int, warmup: int = 2, cache=None) -> dict:
-    """The jitted step on one resident batch: img/s, compile seconds."""
+_MATMUL_MARKERS = (" convolution(", " dot(", 'custom_call_target="__cudnn$conv', 'custom_call_target="__cublas')
+_RESULT_DTYPE = re.compile(r"=\s*\(?([a-z]+[0-9]*)\[")
+
+
+def matmul_dtypes(hlo_text: str) -> dict[str, int]:
+    """Result dtypes of the convolutions and matrix products in an HLO module's text: {"bf16": n, ...}.
+
+    XLA:GPU lowers them to cuDNN / cuBLAS custom calls or fused dots, XLA:CPU
+    keeps convolution and dot ops but computes bf16 ones in float32 (its
+    compiled HLO shows f32 where the program asked for bf16).
+    """
+    counts: dict[str, int] = {}
+    for line in hlo_text.splitlines():
+        if any(marker in line for marker in _MATMUL_MARKERS):
+            match = _RESULT_DTYPE.search(line)
+            if match:
+                counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    return counts
+
+
+def compiled_step(config, total_steps: int = 200):
+    """(compiled, dispatch, compile_seconds): the config's jitted step compiled for one random resident batch
+    (K stacked copies for K steps per dispatch); dispatch() runs it once on the carried state, returning metrics."""
     mesh = sharding.make_mesh(config.get("num_devices") or None)
     model = build_model(config.model)
-    tx = train.make_optimizer(config.optimizer, 100, 100 + steps)
+    tx = train.make_optimizer(config.optimizer, 100, total_steps)
     state = train.create_state(model, train.init_variables(config, model, mesh), tx, mesh)
     k = config.steps_per_dispatch
     # The device placement's step samples from resident canvases; step-only feeds it one batch like memmap.
@@ -96,16 +119,33 @@ def step_benchmark(config, steps: int, warmup: int = 2, cache=None) -> dict:
     compile_seconds = time.perf_counter() - tick
     holder = {"state": state}
 
-    def one():
+    def dispatch():
         holder["state"], metrics = compiled(holder["state"], batch)
         return metrics
 
+    return compiled, dispatch, compile_seconds
+
+
+def step_benchmark(config, steps: int, warmup: int = 2, cache=None) -> dict:
+    """The jitted step on one resident batch: img/s, compile seconds."""
     del cache  # one random batch
+    k = config.steps_per_dispatch
+    compiled, dispatch, compile_seconds = compiled_step(config, 100 + steps)
     dispatches = max(1, steps // k)
-    _timed(one, warmup)
-    seconds = _timed(one, dispatches)
+    _timed(dispatch, warmup)
+    seconds = _timed(dispatch, dispatches)
     return {"images_per_sec": dispatches * k * config.batch_size / seconds, "compile_seconds": compile_seconds,
-            "host_seconds_per_image": 0.0, "steps": dispatches * k}
+            "host_seconds_per_image": 0.0, "steps": dispatches * k,
+            "matmul_dtypes": matmul_dtypes(compiled.as_text())}
+
+
+def profile_benchmark(config, steps: int, warmup: int = 2, cache=None) -> dict:
+    """The step's top ops and its place under the measured roofline (jaxpose.roofline)."""
+    del cache, warmup  # one random batch; roofline.profile warms up itself
+    compiled, dispatch, compile_seconds = compiled_step(config, 100 + steps)
+    result = roofline.profile(compiled, dispatch, config.batch_size, config.steps_per_dispatch,
+                              config.model.dtype, repeats=max(1, steps // config.steps_per_dispatch))
+    return {**result, "compile_seconds": compile_seconds, "host_seconds_per_image": 0.0}
 
 
 def pipeline_benchmark(config, steps: int, warmup: int = 2, cache=None) -> dict:
@@ -157,10 +197,11 @@ def end_to_end_benchmark(config, steps: int, warmup: int | None = None, cache=No
             setup.total_steps = warmup + steps
             host, main_thread = feed.host_seconds, time.thread_time()
             tick = time.perf_counter()
-            train.train_loop(config, setup, state, feed, mngr, pathlib.Path(workdir), step_fns)
+            with _waits_excluded() as waited:
+                train.train_loop(config, setup, state, feed, mngr, pathlib.Path(workdir), step_fns)
             seconds = time.perf_counter() - tick
             # The loop's own thread (dispatch, logging) plus the feed's producing thread, if it has one.
-            main_thread = time.thread_time() - main_thread
+            main_thread = time.thread_time() - main_thread - waited[0]
             host = feed.host_seconds - host + (0.0 if isinstance(feed, pipeline.HostFeed) else main_thread)
         finally:
             feed.close()
@@ -169,6 +210,32 @@ def end_to_end_benchmark(config, steps: int, warmup: int | None = None, cache=No
     return {"images_per_sec": images / seconds, "compile_seconds": max(0.0, warmup_seconds - seconds * warmup / steps),
             "host_seconds_per_image": host / images, "loop_thread_seconds_per_image": main_thread / images,
             "steps": steps}
+
+
+@contextlib.contextmanager
+def _waits_excluded():
+    """Yields [seconds]: the loop thread's CPU time inside train._flush, which waits for the queued steps.
+
+    On XLA:CPU that wait costs the waiting thread CPU time in proportion to the
+    compute it waits for (about 80 us per ResNet-10 image, measured), which is
+    the device's work, not the host's; the dispatches and the rest of the loop
+    stay counted. The loop looks `_flush` up at each call, so wrapping it here
+    times exactly the waits.
+    """
+    waited, flush = [0.0], train._flush
+
+    def timed(*args, **kwargs):
+        start = time.thread_time()
+        try:
+            return flush(*args, **kwargs)
+        finally:
+            waited[0] += time.thread_time() - start
+
+    train._flush = timed
+    try:
+        yield waited
+    finally:
+        train._flush = flush
 
 
 # --- the GPU suite -------------------------------------------------------------------------------
@@ -206,6 +273,9 @@ SUITE_ROWS = (
     ("step", "memmap", "per_device", 1),
     ("end_to_end", "device", "gspmd", 8),
 )
+# Rows for one family only, with their overrides: FSA-Net's depthwise formulation, measured on the backend
+# ("auto" picks "conv" off the CPU; models.fsanet.resolve_depthwise), at one batch size (not in smoke).
+FAMILY_ROWS = {"fsanet": ((("step", "memmap", "gspmd", 1), {"model.kwargs.depthwise": "shifts"}, 1024),)}
 SMOKE_OVERRIDES = {  # small enough for a CPU in about a minute; same code paths
     "fsanet": {"data.image_size": 32, "model.dtype": "float32"},
     "resnet50": {"data.image_size": 32, "model.name": "resnet10", "model.kwargs": {"width": 8}, "model.dtype": "float32"},
@@ -219,13 +289,16 @@ def suite_configs(smoke: bool):
         base = load_config(root / path)
         # Throughput does not depend on the initial weights: no ImageNet checkpoint needed (config.require_init).
         base = _with(base, {"model.dtype": "bfloat16", "data.num_workers": 0, "init_from": base.init_from or "none"})
+        rows = [(row, {}, None) for row in SUITE_ROWS] + list(FAMILY_ROWS.get(family, ()))
         for batch in (8,) if smoke else batches:
-            for mode, placement, parallelism, k in SUITE_ROWS:
+            for (mode, placement, parallelism, k), extra, only_at in rows:
+                if only_at is not None and (smoke or batch != only_at):  # smoke: the shared code paths only
+                    continue
                 overrides = {"batch_size": batch, "data.pipeline": placement, "parallelism": parallelism,
-                             "steps_per_dispatch": 2 if smoke and k > 1 else k}
+                             "steps_per_dispatch": 2 if smoke and k > 1 else k, **extra}
                 if smoke:
                     overrides.update(SMOKE_OVERRIDES[family])
-                yield family, batch, (mode, placement, parallelism, k), _with(base, overrides)
+                yield family, batch, (mode, placement, parallelism, k), extra, _with(base, overrides)
 
 
 def gpu_suite(smoke: bool = False, steps: int | None = None, out: str | None = None, with_torch: bool = True) -> list[dict]:
@@ -236,11 +309,13 @@ def gpu_suite(smoke: bool = False, steps: int | None = None, out: str | None = N
         jax.config.update("jax_disable_most_optimizations", True)
     results, torch_done = [], set()
     print(json.dumps(environment()))
-    print("| family | batch | mode | placement | parallelism | K | jaxpose img/s | compile s | PyTorch img/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for family, batch, (mode, placement, parallelism, k), config in suite_configs(smoke):
+    print("| family | batch | mode | placement | parallelism | K | jaxpose img/s | compile s | PyTorch img/s | ratio "
+          "| compiled conv/dot dtypes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for family, batch, (mode, placement, parallelism, k), extra, config in suite_configs(smoke):
         cache = random_cache(config, max(4 * batch, 512 if not smoke else 64)) if mode == "end_to_end" else None
-        row = {"family": family, "batch": batch, "mode": mode, "placement": placement, "parallelism": parallelism,
+        mode_cell = " ".join([mode, *(f"{key.split('.')[-1]}={value}" for key, value in extra.items())])
+        row = {"family": family, "batch": batch, "mode": mode_cell, "placement": placement, "parallelism": parallelism,
                "steps_per_dispatch": config.steps_per_dispatch,
                **BENCHMARKS[mode](config, max(steps, 2 * config.steps_per_dispatch), cache=cache)}
         if with_torch and (family, batch) not in torch_done:
@@ -252,14 +327,16 @@ def gpu_suite(smoke: bool = False, steps: int | None = None, out: str | None = N
         results.append(row)
         torch_rate = row.get("torch_images_per_sec")
         torch_cells = f"{torch_rate:,.0f} | {row['images_per_sec'] / torch_rate:.2f}x" if torch_rate else " | "
-        print(f"| {family} | {batch} | {mode} | {placement} | {parallelism} | {row['steps_per_dispatch']} | "
-              f"{row['images_per_sec']:,.0f} | {row['compile_seconds']:.1f} | {torch_cells} |", flush=True)
+        print(f"| {family} | {batch} | {mode_cell} | {placement} | {parallelism} | {row['steps_per_dispatch']} | "
+              f"{row['images_per_sec']:,.0f} | {row['compile_seconds']:.1f} | {torch_cells} | "
+              f"{' '.join(f'{k}:{v}' for k, v in sorted(row.get('matmul_dtypes', {}).items()))} |", flush=True)
         if out:
             pathlib.Path(out).write_text(json.dumps({"environment": environment(), "rows": results}, indent=2) + "\n")
     return results
 
 
-BENCHMARKS = {"step": step_benchmark, "pipeline": pipeline_benchmark, "end_to_end": end_to_end_benchmark}
+BENCHMARKS = {"step": step_benchmark, "pipeline": pipeline_benchmark, "end_to_end": end_to_end_benchmark,
+              "profile": profile_benchmark}
 
 
 def jax_images_per_sec(config, steps: int) -> float:
@@ -317,6 +394,8 @@ def main(argv=None) -> None:
     print(f"{args.mode} ({config.data.pipeline}, {config.parallelism}, K={config.steps_per_dispatch}) "
           f"jaxpose {result['jax']} on {result['device']}: {result['images_per_sec']:.1f} img/s, "
           f"compile {result['compile_seconds']:.1f} s, host {1e6 * result['host_seconds_per_image']:.1f} us/img")
+    if args.mode == "profile":
+        print(roofline.format_profile(result))
     if "torch_images_per_sec" in result:
         print(f"torch {result['torch']}: {result['torch_images_per_sec']:.1f} img/s; "
               f"ratio jaxpose / torch: {result['images_per_sec'] / result['torch_images_per_sec']:.2f}x")

@@ -318,6 +318,7 @@ def fsanet_config(settings: dict[str, Any]) -> dict[str, Any]:
         "data.crop": "fsanet",
         "data.channels": "bgr",
         "data.normalize": "bgr255",
+        "model.dtype": "float32",  # the released precision (experiments/fsanet_caps_1x1.py trains in bf16)
     }
 
 

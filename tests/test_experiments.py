@@ -169,6 +169,25 @@ def test_cpu_experiments_train_from_scratch_in_one_group(name):
     assert not config.require_init and not config.optimizer.lr_multipliers and not config.model.freeze_batch_stats
 
 
+ACCELERATOR_FILES = [n for n in FILES if not n.startswith("synthetic_") and n != "hopenet_original.py"]
+
+
+@pytest.mark.parametrize("name", ACCELERATOR_FILES)
+def test_accelerator_experiments_compute_in_bf16_on_a_host_free_input_path(name):
+    """Every accelerator recipe trains in bf16, on canvases (device: 64-px caches fit a GPU; memmap: 224 px
+    does not), its augmentation supported by the device path; host only where the recipe needs it."""
+    from input_pipeline import device_augment
+
+    config = _load(name)
+    assert config.model.dtype == "bfloat16", name
+    expected = {64: "device", 224: "memmap"}[config.data.image_size]
+    if config.data.downsample_factors:  # Hopenet's nearest-neighbour schedule exists on the host only
+        expected = "host"
+    assert config.data.pipeline == expected, name
+    if expected != "host":
+        device_augment.AugmentSpec.from_config(config.data)  # raises for what the device path lacks
+
+
 def test_fsanet_variants_differ_only_in_scoring():
     base = _load("fsanet_caps_1x1.py").to_dict()
     for name, scoring in [("fsanet_caps_var.py", "var"), ("fsanet_caps_wo.py", "none")]:
