@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DEMO_WORKDIR ?= runs/demo
 # The converter tests compare against PyTorch (CPU build; an optional extra for users).
 TEST_TORCH ?= torch==2.13.0
+TEST_FACENET ?= facenet-pytorch==2.6.0
 
 .PHONY: demo test clean gpu-wheels bench-gpu
 
@@ -18,11 +19,17 @@ $(VENV)/.torch: $(BIN)/jaxpose
 	$(BIN)/pip install --quiet "$(TEST_TORCH)"
 	touch $@
 
+# The MTCNN parity test's reference (tests/test_inference_mtcnn.py): facenet-pytorch's own code and weights.
+# --no-deps: its pins (torch<2.3, numpy<2) would replace ours; the test stands in for torchvision's batched_nms.
+$(VENV)/.facenet: $(VENV)/.torch
+	$(BIN)/pip install --quiet --no-deps "$(TEST_FACENET)"
+	touch $@
+
 # Builds synthetic_heads (cached), trains the default experiment, evaluates, prints the MAE table.
 demo: $(BIN)/jaxpose
 	$(BIN)/jaxpose train --config experiments/synthetic_hopenet.py --workdir $(DEMO_WORKDIR)
 
-test: $(BIN)/jaxpose $(VENV)/.torch
+test: $(BIN)/jaxpose $(VENV)/.torch $(VENV)/.facenet
 	$(BIN)/python -m pytest -q
 
 clean:
@@ -34,7 +41,7 @@ clean:
 # /tmp/site and prints the table; bench_gpu.json holds every row.
 GPU_WHEELS := grain==0.2.18 array-record==0.8.6 tensorflow-datasets==4.9.10 ml-collections==1.1.0 \
 	portpicker==1.6.0 dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9 tensorflow-metadata==1.21.0 \
-	termcolor==3.3.0 toml==0.10.2 docstring-parser==0.18.0 googleapis-common-protos==1.76.0
+	termcolor==3.3.0 toml==0.10.2 docstring-parser==0.18.0 googleapis-common-protos==1.76.0 tensorboardx==2.6.5
 
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -15,7 +15,7 @@ crop and zoom 0.8-1.2, MAE loss, Adam 1e-3 x 0.1 after epochs 30 and 60,
 |---|---|---|---|---|
 | batch | 8 (Sec. 4.2, protocol 2) | 16 (`run_fsanet_train.sh`, every model on BIWI) | 8 (`--config.batch_size=16` for the official) | paper |
 | split | 16 / 8 videos | unseeded random permutation of the 24 sequences (`TYY_create_db_biwi_70_30.py`) | fixed, subject-disjoint test sequences (input_pipeline/datasets/biwi.py) | the published split is unknown |
-| face box | MTCNN with tracking | MTCNN boxes enlarged by 0.4 | the geometric head box (or your detections: `biwi/protocol2_detections`) enlarged by 0.6 | no detector in jaxpose's build |
+| face box | MTCNN with tracking | MTCNN boxes (confidence > 0.9, 80 px tracking) enlarged by 0.4 | the geometric head box enlarged by 0.6; with your detections CSV (`biwi/protocol2_detections`, `--detections`) the official rules and the detector box + 0.4 | BIWI ships no boxes; the CSV may come from any detector (`biwi.write_detections`) |
 | stage fusion | multiply, then 1x1 conv (Sec. 3.3) | 1x1 conv per stream, then multiply | the official order | the official weights need it |
 | rest | as fsanet_caps_1x1.py | as FSA-Net's | as fsanet_caps_1x1.py | see its table |
 

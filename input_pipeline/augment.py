@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from typing import Any
 
 import cv2
@@ -93,10 +94,15 @@ def _training_image(record: dict, cfg: Any, rng: np.random.Generator) -> tuple[n
     return image, region / np.float32(r)
 
 
-def opencv_single_thread(worker_index: int = 0, worker_count: int = 1) -> None:
-    """grain's `worker_init_fn`: OpenCV's own thread pool would compete with grain's workers and threads."""
+def init_worker(worker_index: int = 0, worker_count: int = 1) -> None:
+    """grain's `worker_init_fn`: OpenCV's own thread pool would compete with grain's workers and threads.
+
+    Workers also ignore Ctrl-C: a terminal sends SIGINT to the whole process group, and the training
+    process must stop at a checkpoint (checkpoint.StopRequest) with its workers still serving batches.
+    """
     del worker_index, worker_count
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def num_workers(requested: int) -> int:

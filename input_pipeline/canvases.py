@@ -511,11 +511,15 @@ def ensure_cache(data_cfg: Any, split: str | None = None) -> Canvases:
     if registry.builder_class(data_cfg.name).MANUAL_DOWNLOAD_INSTRUCTIONS is not None:
         canvas_flag = f" --canvas_size {canvas_size}" if canvas_size != default_canvas_size(data_cfg.image_size) else ""
         split_flag = f" --split {split}" if split != "train" else ""
-        raise FileNotFoundError(
-            f"no canvas cache of {data_cfg.name} {split} at {data_cfg.image_size} px in {directory}; run "
-            f"`jaxpose data cache {data_cfg.name} --image_size {data_cfg.image_size}{canvas_flag}{split_flag} "
-            f"--data_dir {data_cfg.data_dir}`"
-        )
+        cache_command = (f"jaxpose data cache {data_cfg.name} --image_size {data_cfg.image_size}{canvas_flag}"
+                         f"{split_flag} --data_dir {data_cfg.data_dir}")
+        builder = registry.get_builder(data_cfg.name, data_cfg.data_dir)
+        if not pathlib.Path(builder.data_dir, "dataset_info.json").exists():  # the first of the two steps
+            raise FileNotFoundError(
+                f"dataset {data_cfg.name!r} is not built in {builder.data_dir}; run `jaxpose data build "
+                f"{data_cfg.name} --source DIR --data_dir {data_cfg.data_dir}`, then `{cache_command}`")
+        raise FileNotFoundError(f"no canvas cache of {data_cfg.name} {split} at {data_cfg.image_size} px in "
+                                f"{directory}; run `{cache_command}`")
     print(f"building {data_cfg.name} {split} canvases in {directory} (generated data, first use only)", flush=True)
     build_cache(data_cfg.name, data_cfg.data_dir, split, data_cfg.image_size, canvas_size)
     return load_cache(directory)

@@ -1,10 +1,11 @@
 """Training input: three placements of the per-image work (config.data.pipeline), and evaluation batches.
 
-* "host": grain over the TFDS array_record source: record indices -> shard by
-  JAX process -> seeded global shuffle (reshuffled every epoch) -> per-record
-  decoding and random augmentation on the host (`augment.prepare`) -> batch ->
-  optional worker processes. The iterator's state (a few integers) is saved
-  in every checkpoint, so a resumed run continues at the same data position.
+* "host": grain over the TFDS array_record source: record indices -> seeded
+  global shuffle (the same on every JAX process, reshuffled every epoch) ->
+  per-record decoding and random augmentation on the host (`augment.prepare`)
+  -> each process's part of every global batch (`process_batches`) ->
+  optional worker processes. The batch of a step is a pure function of seed
+  and step, whatever the number of processes.
 * "memmap": the decoded canvases of `canvases.py` (built once by `jaxpose data
   cache`) are gathered by index from their memory map (grain MapDataset with
   random access: the batch of a step is a pure function of seed and step) and
@@ -14,7 +15,8 @@
   slice; every step samples its rows there (an epoch is a permutation of the
   slice, keyed by seed, epoch and device), so the host does nothing per step.
 
-The last two checkpoint no iterator state: resuming at a step resumes the data.
+No placement checkpoints iterator state: resuming at a step resumes the data,
+with any number of processes.
 
 RankPose pairs: each training example is a pair of images of one identity;
 a batch of N pairs is laid out as 2N images, the first members then the
@@ -110,15 +112,34 @@ def _unpair(batch: dict) -> dict:
     return {k: np.concatenate([v[:, 0], v[:, 1]]) for k, v in batch.items()}
 
 
-def train_dataset(cfg: Any, batch_size: int, seed: int) -> grain.IterDataset:
-    """Infinite training stream of this process's batches (`batch_size` images per process)."""
+def process_batches(ds: grain.MapDataset, per_process: int, process: tuple[int, int] | None = None) -> grain.MapDataset:
+    """This process's part of each global batch of `ds`: batches of `per_process` consecutive elements,
+    every P-th one from the process's index on (P = the process count; `process`: (index, count) instead
+    of JAX's). Global batch k is elements [k B, (k + 1) B), B = P x per_process, and process p holds its
+    p-th slice, which the global array puts on p's devices: the global batch, its order and each element
+    (a random map keyed by the global position) are those of one process, whatever P."""
+    if process is None:
+        options = grain.sharding.ShardByJaxProcess()
+        process = (options.shard_index, options.shard_count)
+    index, count = process
+    return ds.batch(per_process, drop_remainder=True)[index::count]
+
+
+def train_dataset(cfg: Any, batch_size: int, seed: int, *, start_step: int = 0) -> grain.IterDataset:
+    """Infinite training stream of this process's batches (`batch_size` images per process) from step `start_step`.
+
+    Every process shuffles all the records the same way (reshuffled every epoch) and draws each element's
+    augmentation from its position in that global stream; `process_batches` gives each process its part
+    of every global batch. A step's global batch is thus the same for any number of processes, each record
+    is read once per epoch across them, and the data position is the step alone (a checkpoint of one
+    process count resumes with another).
+    """
     source = data_source(cfg, cfg.train_split)
-    shard, _ = process_shard(len(source))
     groups = identity_groups(source) if cfg.pairs else None
     per_batch = batch_size // 2 if cfg.pairs else batch_size
-    ds = grain.MapDataset.range(len(source))[shard].shuffle(seed=seed).repeat(None)
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
     ds = ds.random_map(_Example(source, cfg, groups), seed=seed + 1)
-    ds = ds.batch(per_batch, drop_remainder=True)
+    ds = process_batches(ds, per_batch)[start_step:]
     if cfg.pairs:
         ds = ds.map(_unpair)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch))
@@ -127,7 +148,7 @@ def train_dataset(cfg: Any, batch_size: int, seed: int) -> grain.IterDataset:
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (google/grain#1355)
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
-                                      worker_init_fn=augment.opencv_single_thread)
+                                      worker_init_fn=augment.init_worker)
     return iter_ds
 
 
@@ -201,28 +222,25 @@ def global_pairs_order(x: jax.Array, num_chunks: int) -> jax.Array:
     return x.reshape(num_chunks, 2, -1, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
 
 
-def check_pair_batch(batch_size: int, num_devices: int) -> None:
-    if batch_size % (2 * num_devices):
-        raise ValueError(f"batch_size {batch_size}: with pairs it must be divisible by 2 x {num_devices} devices")
-
-
 class CanvasBatches:
     """Random-access batches of this process's canvases (the "memmap" placement).
 
     `self[step]` is the host batch of training step `step` (0-based): grain's
-    MapDataset shuffles this process's records with the seed, reshuffles every
-    epoch, and gathers the rows from the memory map; with pairs, each record
-    draws a same-identity partner.
+    MapDataset shuffles all the records with the seed, reshuffles every epoch,
+    and this process takes its part of each global batch (`process_batches`, as
+    the host placement: the same global batches for any number of processes);
+    the rows are gathered from the memory map; with pairs, each record draws a
+    same-identity partner. process: (index, count) instead of JAX's.
     """
 
-    def __init__(self, cache, batch_size: int, seed: int, *, pairs: bool, local_devices: int):
+    def __init__(self, cache, batch_size: int, seed: int, *, pairs: bool, local_devices: int,
+                 process: tuple[int, int] | None = None):
         self.cache, self.pairs, self.local_devices = cache, pairs, local_devices
-        shard, _ = process_shard(len(cache))
-        ds = grain.MapDataset.range(len(cache))[shard].shuffle(seed=seed).repeat(None)
+        ds = grain.MapDataset.range(len(cache)).shuffle(seed=seed).repeat(None)
         if pairs:
             self.table, self.count = partner_table(cache.identity)
             ds = ds.random_map(self._with_partner, seed=seed + 1)
-        self.batches = ds.batch(batch_size // 2 if pairs else batch_size, drop_remainder=True)
+        self.batches = process_batches(ds, batch_size // 2 if pairs else batch_size, process)
 
     def _with_partner(self, index, rng: np.random.Generator) -> np.ndarray:
         index = int(index)
@@ -301,19 +319,22 @@ def _put(batch: dict, mesh, stacked: bool) -> dict:
 class HostFeed:
     """The "host" placement: grain decodes and augments every image on the host (`train_dataset`).
 
-    Its iterator state is checkpointed with the model (`checkpoint_item`).
+    The data position is the step (`train_dataset`): `start` opens the stream at the schedule's first
+    step, so checkpoints hold no iterator state and resume with any number of processes.
     """
 
     def __init__(self, cfg: Any, batch_size: int, seed: int, mesh):
-        self.checkpoint_item = iter(train_dataset(cfg, batch_size, seed))
+        self.cfg, self.batch_size, self.seed = cfg, batch_size, seed
+        self.iterator = None
         self.mesh, self.pairs, self.host_seconds = mesh, cfg.pairs, 0.0
 
     def start(self, schedule: list[tuple[int, int]]) -> None:
-        del schedule  # batches come in order from the iterator
+        if schedule:  # nothing to read (a finished run): no reader threads or worker processes
+            self.iterator = iter(train_dataset(self.cfg, self.batch_size, self.seed, start_step=schedule[0][0]))
 
     def get(self, num_steps: int) -> dict:
         tick = time.thread_time()
-        batches = [next(self.checkpoint_item) for _ in range(num_steps)]
+        batches = [next(self.iterator) for _ in range(num_steps)]
         if self.pairs:
             batches = [pairs_by_device(b, len(self.mesh.local_devices)) for b in batches]
         batch = _put(_stack(batches), self.mesh, num_steps > 1)
@@ -321,14 +342,13 @@ class HostFeed:
         return batch
 
     def close(self) -> None:
-        self.checkpoint_item.close()  # stops grain's worker processes now, not at interpreter exit
+        if self.iterator is not None:
+            self.iterator.close()  # stops grain's worker processes now, not at interpreter exit
 
 
 class MemmapFeed:
     """The "memmap" placement: a background thread gathers canvases from the memory map and puts
     each dispatch's batches on the devices `depth` dispatches ahead of the train loop."""
-
-    checkpoint_item = None  # the data position is the step
 
     def __init__(self, cache, batch_size: int, seed: int, mesh, *, pairs: bool, depth: int = 2):
         self.batches = CanvasBatches(cache, batch_size, seed, pairs=pairs, local_devices=len(mesh.local_devices))
@@ -377,8 +397,6 @@ class MemmapFeed:
 class DeviceFeed:
     """The "device" placement: the canvases live on the devices; each step samples its rows there,
     so the host does nothing per step."""
-
-    checkpoint_item = None  # the data position is the step
 
     def __init__(self, cache, mesh, *, pairs: bool):
         self.resident, self.num_records = resident_canvases(cache, mesh, pairs=pairs)

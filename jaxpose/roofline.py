@@ -3,7 +3,10 @@
     python -m jaxpose.bench --config experiments/X.py --mode profile [--steps N] [--json OUT]
 
 * FLOPs and bytes per step: XLA's cost analysis of the compiled step.
-* Achieved FLOP/s and bytes/s: those over the measured step time.
+* Achieved FLOP/s and bytes/s: those over the measured step time. XLA's
+  "bytes accessed" adds up every op's operands and results and does not
+  model caches, so on a CPU it counts cache traffic too (an upper bound on
+  memory traffic: it can exceed the measured bandwidth).
 * Attainable peaks, measured on the same device in the same run (no spec
   sheet needed, so it works on any CPU or GPU): a large matrix product in the
   config's compute dtype, and a large elementwise pass over memory.
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 # Trace events that are wrappers, waits or markers, not the work of one op.
-_NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "end: ")  # the CPU runtime wraps ops in ThunkExecutor events
+_NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "Await", "end: ")  # the CPU runtime's wrappers and waits
 
 
 def _seconds_per_call(fn: Callable, repeats: int) -> float:
@@ -102,7 +105,9 @@ def profile(compiled, dispatch: Callable, images_per_step: int, steps_per_dispat
     intensity, ridge = flops / max(bytes_accessed, 1.0), peaks["peak_flops_per_sec"] / peaks["peak_bytes_per_sec"]
     fraction_flops = achieved_flops / peaks["peak_flops_per_sec"]
     fraction_bytes = achieved_bytes / peaks["peak_bytes_per_sec"]
-    if max(fraction_flops, fraction_bytes) < 0.25:
+    if fraction_bytes > 1:  # XLA counts every op's operands and results: cache traffic, not DRAM's
+        limit = "per-op work in cache: XLA's byte count exceeds the measured memory bandwidth"
+    elif max(fraction_flops, fraction_bytes) < 0.25:
         limit = "overhead: far below both roofs (many small ops, launch/dispatch latency)"
     else:
         limit = "compute (FLOP/s roof)" if intensity >= ridge else "memory bandwidth (bytes/s roof)"

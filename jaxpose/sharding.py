@@ -15,12 +15,48 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_distributed() -> None:
-    """Joins a multi-host job when launched as one (coordinator from the environment); no-op otherwise."""
-    try:
-        jax.distributed.initialize()
-    except (ValueError, RuntimeError):
-        pass  # single process: no coordinator configured
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Joins a multi-process job: with the three settings given, the one coordinated at coordinator_address
+    (N processes on one machine, or hosts without a cluster manager); with none, a TPU pod, SLURM or Open MPI
+    job detected from the environment, and a no-op on a single machine. Before any JAX computation.
+
+    On CPU the cross-process collectives are gloo's (jax_cpu_collectives_implementation, the default).
+    """
+    settings = {"--coordinator_address": coordinator_address, "--num_processes": num_processes,
+                "--process_id": process_id}
+    if jax.distributed.is_initialized():
+        return  # joined already (each run of a sweep asks again)
+    if all(value is None for value in settings.values()):
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError):
+            pass  # single process: no coordinator configured
+        return
+    check_distributed_settings(**settings)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def check_distributed_settings(**settings) -> None:
+    """One-line ValueError naming the flag: all three given, HOST:PORT, 0 <= process_id < num_processes >= 1."""
+    missing = [flag for flag, value in settings.items() if value is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing: --coordinator_address, --num_processes and "
+                         "--process_id go together (or none, for automatic cluster detection)")
+    host, _, port = settings["--coordinator_address"].rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--coordinator_address is {settings['--coordinator_address']!r}; valid: HOST:PORT "
+                         "(process 0's address, a free port in 1-65535), e.g. 127.0.0.1:12355")
+    count, index = settings["--num_processes"], settings["--process_id"]
+    if count < 1:
+        raise ValueError(f"--num_processes is {count}; valid: an integer >= 1")
+    if not 0 <= index < count:
+        raise ValueError(f"--process_id is {index}; valid: 0 to {count - 1} (--num_processes {count})")
+
+
+def is_primary() -> bool:
+    """True in the process that writes the run's files (metrics, reports, config): process 0 of a job."""
+    return jax.process_index() == 0
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

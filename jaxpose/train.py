@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from input_pipeline import canvases, device_augment, pipeline
-from jaxpose import checkpoint, losses, metrics, sharding
+from jaxpose import checkpoint, losses, metrics, monitor, sharding
 from jaxpose.models import build_model
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -41,6 +42,18 @@ class TrainState(train_state.TrainState):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class TrainingStopped(SystemExit):
+    """SIGTERM or Ctrl-C stopped training after checkpointing `step`.
+
+    A SystemExit with status 0: a program that does not catch it ends cleanly,
+    through `except Exception` handlers such as the CLI's; the same command resumes.
+    """
+
+    def __init__(self, step: int):
+        super().__init__(0)
+        self.step = step
 
 
 def preprocess(images: jax.Array, normalize: str) -> jax.Array:
@@ -267,7 +280,10 @@ def several_steps(state: TrainState, inputs: Any, *, step: Callable, num_steps: 
     def body(state, per_step):
         return step(state, per_step if stacked else inputs)
 
-    return jax.lax.scan(body, state, inputs if stacked else None, length=num_steps)
+    # XLA:CPU runs a rolled scan of a train step about 8x slower per step than the same step alone (ResNet-10,
+    # FSA-Net; measured in BENCHMARKS.md), unrolled at the step's speed: unroll there, keep the loop elsewhere.
+    unroll = num_steps if jax.default_backend() == "cpu" else 1
+    return jax.lax.scan(body, state, inputs if stacked else None, length=num_steps, unroll=unroll)
 
 
 def eval_step(variables: dict, images: jax.Array, *, model: nn.Module, normalize: str) -> jax.Array:
@@ -378,37 +394,38 @@ class Setup:
 
     def __init__(self, config: ml_collections.ConfigDict, *, training: bool, cache: canvases.Canvases | None = None):
         """cache: canvases to train on instead of the config's (benchmarks on random canvases)."""
+        from jaxpose.config import validate, validate_run
+
         if training:  # before anything else, the dataset checks included
             check_init(config)
+        validate(config, devices=jax.device_count(), processes=jax.process_count(), training=training)  # before any compile
         self.mesh = sharding.make_mesh(config.get("num_devices") or None)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_per_process = sharding.check_batch_size(config.batch_size, self.mesh)
         self.model = build_model(config.model)
         # Shapes only (no compile): enough to restore a checkpoint for eval and predict.
-        shapes = jax.eval_shape(_init_fn(config, self.model), jax.random.PRNGKey(0))
+        shapes = _model_shapes(config, self.model)
         self.abstract_variables = checkpoint.abstract_with_sharding(shapes, self.replicated)
         if not training:
             return
         self.placement = _check_choice("data.pipeline", config.data.pipeline, PLACEMENTS)
         _check_choice("parallelism", config.parallelism, PARALLELISMS)
-        if config.steps_per_dispatch < 1:
-            raise ValueError(f"config key 'steps_per_dispatch' is {config.steps_per_dispatch}; it must be >= 1")
-        if config.data.pairs:
-            pipeline.check_pair_batch(config.batch_size, self.mesh.size)
         # Fails fast when the dataset (or its canvases) is missing.
         if self.placement == "host":
             num_examples = pipeline.train_size(config.data)
         else:
             self.cache = cache if cache is not None else canvases.ensure_cache(config.data)
             num_examples = pipeline.process_shard(len(self.cache))[1]
-        variables = init_variables(config, self.model, self.mesh)
+        examples_per_step = self.batch_per_process // 2 if config.data.pairs else self.batch_per_process
+        self.steps_per_epoch = max(1, num_examples // examples_per_step)
+        self.total_steps = config.num_train_steps or int(config.num_epochs * self.steps_per_epoch)
+        validate_run(config, records=num_examples, examples_per_step=examples_per_step,
+                     steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
+        variables = init_variables(config, self.model, self.mesh)  # the first compile
         if init_source(config):
             pretrained = checkpoint.restore_model(config.init_from, None)
             variables, count = merge_pretrained(variables, pretrained, config.init_from)
             print(f"initialised {count} tensors from {config.init_from}")
-        examples_per_step = self.batch_per_process // 2 if config.data.pairs else self.batch_per_process
-        self.steps_per_epoch = max(1, num_examples // examples_per_step)
-        self.total_steps = config.num_train_steps or int(config.num_epochs * self.steps_per_epoch)
         tx = make_optimizer(config.optimizer, self.steps_per_epoch, self.total_steps)
         self.state = create_state(self.model, variables, tx, self.mesh)
 
@@ -424,6 +441,17 @@ class Setup:
         return pipeline.DeviceFeed(self.cache, self.mesh, pairs=config.data.pairs)
 
 
+def _model_shapes(config, model: nn.Module) -> dict:
+    """The variables' shapes (traced, not compiled); the model's own checks of its options and input
+    size fail here, before any compile, as one line naming the config keys."""
+    try:
+        return jax.eval_shape(_init_fn(config, model), jax.ShapeDtypeStruct((2,), jnp.uint32))  # a key's shape
+    except (ValueError, TypeError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"config keys 'model.kwargs', 'model.head_kwargs' or 'data.image_size' of model "
+                         f"{config.model.name!r} (image_size {config.data.image_size}): {message}") from e
+
+
 def dispatch_schedule(start: int, total: int, steps_per_dispatch: int, boundaries: tuple[int, ...]) -> list[tuple[int, int]]:
     """(steps done before, steps) of each dispatch from `start` to `total`: `steps_per_dispatch` at a
     time, cut short so that every multiple of a boundary (log, checkpoint) ends a dispatch."""
@@ -436,15 +464,20 @@ def dispatch_schedule(start: int, total: int, steps_per_dispatch: int, boundarie
 
 
 def _write_json(path: pathlib.Path, payload: Any) -> None:
+    """Written by process 0 alone: every process of a job holds the same (replicated, gathered) values."""
+    if not sharding.is_primary():
+        return
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images: int) -> dict:
+def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images: int,
+           run_monitor: monitor.Monitor | None = None) -> dict:
     """Fetches the metrics of the dispatches since the last flush, stops on a non-finite loss, logs the last step.
 
     pending: (steps done before, steps, metrics); a dispatch of several steps
     holds one value per step. Fetching waits for the queued steps, so images/s
-    counts finished work.
+    counts finished work. run_monitor adds each step's learning rate and
+    writes every step to TensorBoard (metrics.jsonl gets the last one).
     """
     fetched = jax.device_get([m for _, _, m in pending])
     seconds = time.perf_counter() - since
@@ -452,6 +485,8 @@ def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images:
     for (first, count, _), values in zip(pending, fetched):
         for i in range(count):
             per_step.append((first + i + 1, values if count == 1 else {k: v[i] for k, v in values.items()}))
+    if run_monitor is not None:
+        per_step = run_monitor.with_learning_rates(per_step)
     for step, values in per_step:
         if not math.isfinite(float(values["loss"])):
             details = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
@@ -460,13 +495,20 @@ def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images:
     record = {"step": step, **{k: float(v) for k, v in values.items()}, "images_per_sec": images / seconds}
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
+    if run_monitor is not None:
+        run_monitor.write_steps(per_step, record["images_per_sec"])
     pending.clear()
     return record
 
 
+def _log_path(workdir: pathlib.Path) -> str:
+    """metrics.jsonl for process 0; the other processes of a job log the same records into the void."""
+    return str(workdir / "metrics.jsonl") if sharding.is_primary() else os.devnull
+
+
 def _rewind_metrics(path: pathlib.Path, step: int) -> None:
     """Drops records of steps after `step` (logged by a run killed before its next checkpoint): they are redone."""
-    if not path.exists():
+    if not sharding.is_primary() or not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]  # a torn last line too
@@ -475,33 +517,68 @@ def _rewind_metrics(path: pathlib.Path, step: int) -> None:
         print(f"{path.name}: dropped {len(lines) - len(kept)} records after step {step}, which will be redone")
 
 
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tuple[TrainState, Setup]:
+    """Trains in workdir to setup.total_steps, resuming from its newest intact checkpoint; (state, setup).
+
+    SIGTERM or Ctrl-C: the step reached at the next dispatch boundary is
+    checkpointed (with the data position) and logged, then TrainingStopped is
+    raised. Damaged newer checkpoints are set aside with a warning first
+    (`checkpoint.set_aside_damaged`); an unwritable or too full workdir fails
+    before the first step.
+    """
+    workdir = pathlib.Path(workdir)
+    checkpoint.check_writable(workdir)
+    setup = Setup(config, training=True)  # validates the config: a rejected one leaves no config.json
+    _write_json(workdir / "config.json", config.to_dict())
+    checkpoint.check_free_space(workdir, setup.state)
+    feed = setup.make_feed(config)
+    with checkpoint.StopRequest() as stop:
+        checkpoint.set_aside_damaged(workdir)
+        mngr = checkpoint.manager(workdir)
+        try:
+            state = _resume(mngr, setup, feed, workdir)
+            state = train_loop(config, setup, state, feed, mngr, workdir, stop=stop)
+        finally:
+            feed.close()
+            mngr.close()  # waits for the last save: a stopped run exits with its checkpoint complete
+    if stop.requested:  # also a signal during that last wait: the user wants the program gone, not evaluated
+        _report_stop(stop, int(state.step), mngr.directory)
+    return state, setup
+
+
+def _resume(mngr, setup: Setup, feed, workdir: pathlib.Path) -> TrainState:
+    """setup.state, or the state of workdir's latest checkpoint (the feed's data position restored too)."""
+    if not checkpoint.is_training_checkpoint(mngr):
+        return setup.state
+    state = checkpoint.restore_training(mngr, setup.abstract_state())
+    print(f"resumed from {mngr.directory} at step {int(state.step)}")
+    _rewind_metrics(workdir / "metrics.jsonl", int(state.step))
+    return state
+
+
+def _report_stop(stop: checkpoint.StopRequest, step: int, directory) -> None:
+    after = f", {time.monotonic() - stop.received_at:.1f} s after the signal" if stop.received_at else ""
+    print(f"stopped by {stop.signal_name} at step {step}{after}: checkpoint saved in {directory}; "
+          "run the same command to resume")
+    raise TrainingStopped(step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains (resuming from the latest checkpoint in workdir), then evaluates; returns the eval results."""
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / "config.json", config.to_dict())
-    setup = Setup(config, training=True)
-    feed = setup.make_feed(config)
-    mngr = checkpoint.manager(workdir)
-    state = setup.state
-    if checkpoint.is_training_checkpoint(mngr):
-        state = checkpoint.restore_training(mngr, setup.abstract_state(), feed.checkpoint_item)
-        print(f"resumed from {mngr.directory} at step {int(state.step)}")
-        _rewind_metrics(workdir / "metrics.jsonl", int(state.step))
-    try:
-        state = train_loop(config, setup, state, feed, mngr, workdir)
-    finally:
-        feed.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup)
+    state, setup = train(config, workdir)
+    return evaluate(config, workdir, variables=checkpoint.model_variables(state), setup=setup, step=int(state.step))
 
 
-def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Callable] | None = None):
+def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Callable] | None = None,
+               stop: checkpoint.StopRequest | None = None):
     """Runs the dispatches from the state's step to setup.total_steps; logs and checkpoints at the configured steps.
 
     step_fns: the jitted programs by dispatch length, kept by a caller that runs
-    the loop again (a benchmark's warm-up) so that nothing recompiles.
+    the loop again (a benchmark's warm-up) so that nothing recompiles. stop:
+    when it is reached after a dispatch, that step is logged and checkpointed,
+    stop.step is set to it and the loop ends (steps are exact: a dispatch is
+    never cut).
     """
     start = int(state.step)
     schedule = dispatch_schedule(start, setup.total_steps, config.steps_per_dispatch,
@@ -509,10 +586,13 @@ def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Ca
     feed.start(schedule)
     step_fns = {} if step_fns is None else step_fns  # one compiled program per dispatch length
     pending, images, tick = [], 0, time.perf_counter()
-    with open(workdir / "metrics.jsonl", "a") as log_file, tqdm(
-        total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True
+    learning_rate = learning_rate_schedule(config.optimizer, setup.steps_per_epoch, setup.total_steps)
+    run_monitor = monitor.Monitor(workdir, learning_rate, start_step=start, profile_steps=config.get("profile_steps", 0))
+    with run_monitor, open(_log_path(workdir), "a") as log_file, tqdm(
+        total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+        disable=not sharding.is_primary(),
     ) as bar:
-        for first, count in schedule:
+        for dispatch, (first, count) in enumerate(schedule, 1):
             if count not in step_fns:
                 step_fns[count] = jit_train_step(config, setup.mesh, setup.replicated, placement=setup.placement,
                                                  num_steps=count)
@@ -521,13 +601,18 @@ def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Ca
             images += count * config.batch_size
             bar.update(count)
             step = first + count
-            save_now = step % config.checkpoint_every == 0 or step == setup.total_steps
+            run_monitor.after_dispatch(step, state)
+            stopping = stop is not None and stop.reached(dispatch)  # every dispatch: counted by all processes
+            save_now = step % config.checkpoint_every == 0 or step == setup.total_steps or stopping
             if step % config.log_every == 0 or save_now:
-                record = _flush(pending, log_file, tick, images)
+                record = _flush(pending, log_file, tick, images, run_monitor)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", mae=f"{record['mae']:.2f}", img_s=f"{record['images_per_sec']:.0f}")
                 images, tick = 0, time.perf_counter()
             if save_now:
-                checkpoint.save(mngr, step, state, feed.checkpoint_item)
+                checkpoint.save(mngr, step, state)
+            if stopping:
+                stop.step = step
+                break
     return state
 
 
@@ -566,7 +651,8 @@ def _dataset_report(workdir: pathlib.Path, dataset: str, split: str, preds: np.n
     stem = f"ced_{dataset.replace('/', '-')}_{split}"
     curves = metrics.cumulative_error_curves(preds, labels)
     _write_json(workdir / f"{stem}.json", {k: np.asarray(v).tolist() for k, v in curves.items()})
-    metrics.save_cumulative_error_plot(curves, workdir / f"{stem}.png")
+    if sharding.is_primary():
+        metrics.save_cumulative_error_plot(curves, workdir / f"{stem}.png")
     if dataset.split("/")[0] == "afw":  # AFW labels only yaw
         row.update(metrics.afw_yaw_accuracy(preds[:, 0], labels[:, 0]))
     return row
@@ -594,10 +680,11 @@ def _built_datasets(config) -> list[tuple[str, str]]:
 
 
 def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | None = None,
-             ensemble: tuple = ()) -> dict:
+             ensemble: tuple = (), step: int | None = None) -> dict:
     """The papers' MAE table on every (dataset, split) of config.eval_on; writes workdir/eval.json.
 
-    Also writes cumulative error curves (ced_<dataset>_<split>.json/.png)
+    Also writes cumulative error curves (ced_<dataset>_<split>.json/.png),
+    the table to TensorBoard at `step` (default: the latest checkpoint's)
     and, for AFW, the yaw accuracy at 15 and 30 degrees. ensemble: more
     workdirs (trained or converted, each with its own config, see
     `member_config`): the mean pose of all the models is evaluated (e.g.
@@ -612,6 +699,7 @@ def evaluate(config, workdir, *, variables: dict | None = None, setup: Setup | N
         preds, labels = predict_mean(members, dataset, split)
         results[f"{dataset}:{split}"] = _dataset_report(out, dataset, split, preds, labels)
     _write_json(out / "eval.json", results)
+    monitor.write_eval(out, results, monitor.checkpoint_step(workdir) if step is None else step)
     print(metrics.format_mae_table(results))
     for name, row in results.items():
         if "acc_15" in row:
@@ -747,6 +835,7 @@ def evaluate_downsampled(config, workdir, factors, *, ensemble: tuple = ()) -> d
     for (dataset, split), curve in curves.items():
         stem = f"lowres_{dataset.replace('/', '-')}_{split}"
         _write_json(out / f"{stem}.json", curve)
-        metrics.save_downsample_plot(curve, out / f"{stem}.png")
+        if sharding.is_primary():
+            metrics.save_downsample_plot(curve, out / f"{stem}.png")
     print(metrics.format_mae_table(rows))
     return {f"{dataset}:{split}": curve for (dataset, split), curve in curves.items()}

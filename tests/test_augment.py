@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 
 from absl import flags
 import cv2
@@ -142,15 +143,21 @@ def test_train_dataset_passes_worker_count_and_opencv_hook(tiny_data_dir, monkey
     pipeline.train_dataset(config.data, config.batch_size, 0)
     ((options, kwargs),) = calls
     assert options.num_workers == 7
-    assert kwargs["worker_init_fn"] is augment.opencv_single_thread
+    assert kwargs["worker_init_fn"] is augment.init_worker
 
 
-def test_opencv_hook_runs_in_grain_workers():
+def _worker_settings(_):
+    """(OpenCV threads, whether Ctrl-C is ignored) in the process that runs it."""
+    return np.array([cv2.getNumThreads(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN], np.int32)
+
+
+def test_worker_hook_runs_in_grain_workers():
+    """Workers run OpenCV single-threaded and ignore Ctrl-C (the training process stops at a checkpoint)."""
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags (google/grain#1355), as train_dataset
-    ds = grain.MapDataset.range(4).map(lambda _: np.int32(cv2.getNumThreads())).to_iter_dataset()
-    it = iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=1), worker_init_fn=augment.opencv_single_thread))
+    ds = grain.MapDataset.range(4).map(_worker_settings).to_iter_dataset()
+    it = iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=1), worker_init_fn=augment.init_worker))
     try:
-        assert [int(next(it)) for _ in range(4)] == [1, 1, 1, 1]
+        assert [next(it).tolist() for _ in range(4)] == [[1, 1]] * 4
     finally:
         it.close()

@@ -207,7 +207,10 @@ def test_ensure_cache_builds_generated_data_and_names_the_command_for_real_data(
     data.name, data.data_dir, data.image_size = "aflw2000", str(tmp_path), 64
     with pytest.raises(FileNotFoundError) as error:
         canvases.ensure_cache(data)
-    assert str(error.value).endswith(f"run `jaxpose data cache aflw2000 --image_size 64 --data_dir {tmp_path}`")
+    # Not built at all: both steps, in order.
+    assert str(error.value).startswith(f"dataset 'aflw2000' is not built in {tmp_path}")
+    assert str(error.value).endswith(f"run `jaxpose data build aflw2000 --source DIR --data_dir {tmp_path}`, "
+                                     f"then `jaxpose data cache aflw2000 --image_size 64 --data_dir {tmp_path}`")
     data.canvas_size = 100  # not the default 2 x 64: the command must name it
     with pytest.raises(FileNotFoundError, match=f"--image_size 64 --canvas_size 100 --data_dir {tmp_path}`"):
         canvases.ensure_cache(data)

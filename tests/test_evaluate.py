@@ -4,6 +4,7 @@ ensembles of checkpoints (eval|predict --ensemble), and the official FSA-Caps-Fu
 One module-scoped pair of 2-step trainings serves every test (XLA:CPU compiles dominate their time).
 """
 
+import csv
 import json
 import pathlib
 
@@ -116,10 +117,10 @@ def test_predict_ensemble(trained, tmp_path, capsys):
         paths.append(tmp_path / f"face{i}.png")
         cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (50, 45, 3), dtype=np.uint8))
     output = tmp_path / "poses.csv"
-    argv = ["predict", "--config", experiment, "--workdir", w1, *paths, "--ensemble", w2, "--output", output]
-    assert cli.main([str(a) for a in argv]) == 0  # pretrained.predict_ensemble
-    rows = [line.split(",") for line in output.read_text().splitlines()[1:]]
-    poses = np.array([r[-3:] for r in rows], float)
+    argv = ["predict", "--config", experiment, "--workdir", w1, *paths, "--crops", "--ensemble", w2, "--output", output]
+    assert cli.main([str(a) for a in argv]) == 0  # jaxpose.inference.pose.PoseModel with two members
+    rows = list(csv.DictReader(output.read_text().splitlines()))
+    poses = np.array([[r["yaw"], r["pitch"], r["roll"]] for r in rows], float)
     config = load_config(experiment)
     first = pretrained.predict_images(config, w1, paths)
     second = pretrained.predict_images(train.member_config(config, w2), w2, paths)

@@ -17,7 +17,7 @@ import pytest
 import scipy.io
 from test_pretrained_fsanet import official_steps
 
-from input_pipeline import augment, crops, pipeline
+from input_pipeline import augment, canvases, crops, pipeline
 from input_pipeline.datasets import features
 from input_pipeline.datasets.build import build_dataset
 from jaxpose import checkpoint, pretrained, train
@@ -83,10 +83,13 @@ def aflw_data(testdata, tmp_path_factory):
 
 
 def test_train_two_steps_and_evaluate_on_built_aflw2000(aflw_data, fast_compile, tmp_path, capsys):
-    """The FSA-Net experiment trains 2 steps on the built fixture, then evaluates; BIWI (not built) is a reported skip."""
+    """The FSA-Net experiment trains 2 steps on the built fixture's canvases (its default device input path),
+    then evaluates; BIWI (not built) is a reported skip."""
     overrides = {"data.data_dir": str(aflw_data), "data.name": "aflw2000", "data.train_split": "test",
-                 "batch_size": 8, "num_train_steps": 2, "log_every": 1}
+                 "batch_size": 8, "num_train_steps": 2, "log_every": 1, "steps_per_dispatch": 1}
     config = load_config(EXPERIMENTS / "fsanet_caps_1x1.py", overrides)
+    assert config.data.pipeline == "device"
+    canvases.build_cache("aflw2000", str(aflw_data), "test", 64, canvases.default_canvas_size(64))
     results = train.train_and_evaluate(config, tmp_path)
     assert list(results) == ["aflw2000:test"] and results["aflw2000:test"]["num_images"] == 16
     assert "skipped biwi/protocol1:test: dataset 'biwi/protocol1' is not built" in capsys.readouterr().out

@@ -432,4 +432,5 @@ def format_report(report: dict) -> str:
     lines.append("  skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "none"))
     for reason, examples in report.get("skipped_examples", {}).items():
         lines.append(f"    {reason}: {'; '.join(examples)}")
+    lines += [f"  {line}" for line in report.get("summary", [])]  # a builder's own lines (BIWI: boxes kept)
     return "\n".join(lines)
