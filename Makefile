@@ -6,6 +6,9 @@ DEMO_WORKDIR ?= runs/demo
 # The converter tests compare against PyTorch (CPU build; an optional extra for users).
 TEST_TORCH ?= torch==2.13.0
 TEST_FACENET ?= facenet-pytorch==2.6.0
+# The export tests (tests/test_export.py): the `export` extra, jax2onnx without its declared dependencies (below).
+TEST_ONNX ?= onnx==1.23.2 onnx-ir==1.1.0 onnxruntime==1.31.1
+TEST_JAX2ONNX ?= jax2onnx==0.17.1
 
 .PHONY: demo test clean gpu-wheels bench-gpu
 
@@ -25,11 +28,18 @@ $(VENV)/.facenet: $(VENV)/.torch
 	$(BIN)/pip install --quiet --no-deps "$(TEST_FACENET)"
 	touch $@
 
+# --no-deps for jax2onnx: its pins would downgrade orbax-checkpoint (<0.11.37) and add Equinox, dm-pix,
+# huggingface-hub, netron and orbax-export, none of which it imports to convert a Flax model.
+$(VENV)/.export: $(BIN)/jaxpose
+	$(BIN)/pip install --quiet $(TEST_ONNX)
+	$(BIN)/pip install --quiet --no-deps "$(TEST_JAX2ONNX)"
+	touch $@
+
 # Builds synthetic_heads (cached), trains the default experiment, evaluates, prints the MAE table.
 demo: $(BIN)/jaxpose
 	$(BIN)/jaxpose train --config experiments/synthetic_hopenet.py --workdir $(DEMO_WORKDIR)
 
-test: $(BIN)/jaxpose $(VENV)/.torch $(VENV)/.facenet
+test: $(BIN)/jaxpose $(VENV)/.torch $(VENV)/.facenet $(VENV)/.export
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -11,6 +11,7 @@
     jaxpose predict --config experiments/X.py --workdir W [INPUT ...] [--camera N] [--output F.csv|F.jsonl]
                     [--draw DIR [--cube]] [--detector mtcnn|pkg.mod:fn | --boxes CSV | --crops]
                     [--smooth A] [--max_frames N] [--ensemble W2 ...]
+    jaxpose export  --config experiments/X.py --workdir W --format {onnx,stablehlo} OUT [--config.key=value ...]
     jaxpose plot    --workdir W [--output PNG]
 
 Expected failures (a missing file, an unknown key or name, a non-finite
@@ -145,6 +146,15 @@ def _predict(args, overrides):
         print(f"wrote {summary.rows} rows to {args.output}")
 
 
+@command("export")
+def _export(args, overrides):
+    from jaxpose.export import contract_path, export
+
+    record = export(_config(args, overrides), args.workdir, args.format, args.out)
+    print(f"wrote {args.out} ({record['file_bytes']:,} bytes, checkpoint step {record['checkpoint']['step']}) "
+          f"and its input contract {contract_path(args.out)}")
+
+
 @command("plot")
 def _plot(args, overrides):
     from jaxpose.monitor import plot_curves
@@ -182,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
     _add_data_cache(data, DEFAULT_DATA_DIR)
     _add_convert(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_plot(sub)
     return p
 
@@ -255,6 +266,15 @@ def _add_predict(sub) -> None:
     video.add_argument("--max_frames", type=int, metavar="N", help="stop each video or camera after N frames")
     predict.add_argument("--ensemble", nargs="+", metavar="WORKDIR", help=ENSEMBLE_HELP)
     predict.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def _add_export(sub) -> None:
+    # The format is checked by jaxpose.export.export: one `jaxpose: error:` line and status 1, like a bad kind.
+    export = sub.add_parser("export", help="a checkpoint as ONNX or StableHLO (dynamic batch), input contract in OUT.json")
+    export.add_argument("--config", required=True, help="the experiment the checkpoint belongs to")
+    export.add_argument("--workdir", required=True, help="trained or converted checkpoint")
+    export.add_argument("--format", required=True, help="onnx (needs pip install 'jaxpose[export]') or stablehlo (jax.export)")
+    export.add_argument("out", metavar="OUT", help="the model file to write; its contract goes to OUT.json")
 
 
 def _add_plot(sub) -> None:
