@@ -74,6 +74,9 @@ def get_config():
     # augments its batch there; 8 steps per dispatch hide the launch overhead of batch-16 steps.
     config.data.pipeline = "device"
     config.steps_per_dispatch = 8
+    # Adam's moments as two flat vectors: each dispatch hands the runtime 140 state arrays instead of 352
+    # (the same updates; BENCHMARKS.md "Host time per dispatch").
+    config.optimizer.flatten = True
     config.model.kwargs = {
         "scoring": "conv",
         "aggregation": "capsule",

@@ -117,6 +117,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Parameter-path prefix ("backbone/conv1", "head") -> learning-rate multiplier, 0 = frozen; the longest
     # matching prefix wins, other parameters keep x1 (jaxpose.train.make_optimizer). Empty: one group.
     o.lr_multipliers = ml_collections.ConfigDict()
+    # Optimizer state as flat vectors (optax.flatten): fewer arrays per dispatch; not with lr_multipliers.
+    o.flatten = False
     return c
 
 

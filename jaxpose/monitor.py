@@ -122,7 +122,9 @@ class Monitor:
 
     def __init__(self, workdir: str | pathlib.Path, learning_rate: Callable, *, start_step: int,
                  profile_steps: int = 0):
-        self.learning_rate = learning_rate
+        # One jitted program per padded length: evaluated eagerly, the schedule's jnp ops compiled anew for
+        # every flush of a new length (about 14 small programs, 0.2 s of host time per flush, measured).
+        self.learning_rate = jax.jit(learning_rate)
         self.profiler = Profiler(workdir, profile_steps)
         # purge_step: TensorBoard hides what earlier event files hold from this step on. A resumed run redoes
         # the steps logged after the checkpoint it resumes from (train._rewind_metrics drops them from
@@ -151,8 +153,10 @@ class Monitor:
         the steps of a flush at once: a few vector ops instead of a few per step.
         """
         counts = np.asarray(steps, np.int32) - 1
-        rates = np.asarray(self.learning_rate(counts), np.float64)
-        return np.broadcast_to(rates, counts.shape)  # a constant schedule ignores the count
+        padded = np.zeros(max(8, 1 << (len(counts) - 1).bit_length()), np.int32)  # lengths 8, 16, 32, ...
+        padded[: len(counts)] = counts
+        rates = np.broadcast_to(np.asarray(self.learning_rate(padded), np.float64), padded.shape)
+        return rates[: len(counts)]  # (a constant schedule ignores the count)
 
     def with_learning_rates(self, per_step: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         """[(step, values)] with "learning_rate" added to each step's values."""

@@ -40,17 +40,33 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
+# resnet_tiny at 32 px on synthetic_heads/tiny: trains in seconds.
+TINY_SETTINGS = {"data.name": "synthetic_heads/tiny", "data.image_size": 32, "model.name": "resnet_tiny",
+                 "batch_size": 8, "num_train_steps": 4, "log_every": 1, "checkpoint_every": 2}
+
+
 def tiny_config(data_dir, **overrides):
     """A config that trains resnet_tiny at 32 px on synthetic_heads/tiny in seconds."""
     from jaxpose.config import apply_overrides, base_config
 
-    config = base_config()
-    config.data.name = "synthetic_heads/tiny"
-    config.data.data_dir = str(data_dir)
-    config.data.image_size = 32
-    config.model.name = "resnet_tiny"
-    config.batch_size = 8
-    config.num_train_steps = 4
-    config.log_every = 1
-    config.checkpoint_every = 2
-    return apply_overrides(config, overrides)
+    return apply_overrides(base_config(), {**TINY_SETTINGS, "data.data_dir": str(data_dir), **overrides})
+
+
+def write_tiny_experiment(path, data_dir, **overrides):
+    """`tiny_config(data_dir, **overrides)` as an experiment file at path, for the CLI and subprocesses."""
+    settings = {**TINY_SETTINGS, "data.data_dir": str(data_dir), **overrides}
+    path.write_text("from jaxpose.config import apply_overrides, base_config\n\n\n"
+                    f"def get_config():\n    return apply_overrides(base_config(), {settings!r})\n")
+    return path
+
+
+def error_line(capsys, argv) -> str:
+    """Runs `jaxpose argv` in process; asserts status 1 and one `jaxpose: error:` line, returns it."""
+    from jaxpose import cli
+
+    assert cli.main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("jaxpose")]
+    assert len(lines) == 1 and lines[0].startswith("jaxpose: error: "), err
+    return lines[0]

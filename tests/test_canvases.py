@@ -8,6 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import error_line
 
 from input_pipeline import canvases, pipeline
 from input_pipeline.datasets import features
@@ -214,16 +215,6 @@ def test_ensure_cache_builds_generated_data_and_names_the_command_for_real_data(
     data.canvas_size = 100  # not the default 2 x 64: the command must name it
     with pytest.raises(FileNotFoundError, match=f"--image_size 64 --canvas_size 100 --data_dir {tmp_path}`"):
         canvases.ensure_cache(data)
-
-
-def error_line(capsys, argv: list[str]) -> str:
-    """Runs `jaxpose argv` in process; asserts status 1 and one `jaxpose: error:` line, returns it."""
-    assert cli.main([str(a) for a in argv]) == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("jaxpose")]
-    assert len(lines) == 1 and lines[0].startswith("jaxpose: error: "), err
-    return lines[0]
 
 
 def test_cli_data_cache_prints_the_report(tiny_data_dir, capsys):

@@ -10,44 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import error_line, write_tiny_experiment
 
 from jaxpose import cli
 from jaxpose.pretrained import CONVERT_KINDS
 
-TINY_EXPERIMENT = '''
-from jaxpose.config import base_config
-
-
-def get_config():
-    config = base_config()
-    config.data.name = "synthetic_heads/tiny"
-    config.data.data_dir = {data_dir!r}
-    config.data.image_size = 32
-    config.model.name = "resnet_tiny"
-    config.batch_size = 8
-    config.num_train_steps = 40
-    config.checkpoint_every = 5
-    config.log_every = 5
-    return config
-'''
-
-
 @pytest.fixture
 def experiment(tmp_path, tiny_data_dir) -> Path:
     """A tiny experiment file (resnet_tiny, 32 px, synthetic_heads/tiny, 40 steps)."""
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY_EXPERIMENT.format(data_dir=str(tiny_data_dir)))
-    return path
-
-
-def error_line(capsys, argv: list[str]) -> str:
-    """Runs `jaxpose argv` in process; asserts status 1 and one `jaxpose: error:` line, returns it."""
-    assert cli.main([str(a) for a in argv]) == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("jaxpose")]
-    assert len(lines) == 1 and lines[0].startswith("jaxpose: error: "), err
-    return lines[0]
+    return write_tiny_experiment(tmp_path / "tiny.py", tiny_data_dir, num_train_steps=40, checkpoint_every=5,
+                                 log_every=5)
 
 
 def test_missing_workdir(capsys, experiment, tmp_path):

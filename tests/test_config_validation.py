@@ -8,26 +8,12 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, write_tiny_experiment
 
 from jaxpose import cli, train
 from jaxpose import config as config_lib
 from jaxpose.config import apply_overrides, load_config, load_sweep, rule_for, validate
 
-EXPERIMENT = '''
-from jaxpose.config import base_config
-
-
-def get_config():
-    config = base_config()
-    config.data.name = "synthetic_heads/tiny"
-    config.data.data_dir = {data_dir!r}
-    config.data.image_size = 32
-    config.model.name = "resnet_tiny"
-    config.batch_size = 8
-    config.num_train_steps = 4
-    return config
-'''
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -37,9 +23,7 @@ class Compiling(BaseException):
 
 @pytest.fixture
 def experiment(tmp_path, tiny_data_dir) -> pathlib.Path:
-    path = tmp_path / "tiny.py"
-    path.write_text(EXPERIMENT.format(data_dir=str(tiny_data_dir)))
-    return path
+    return write_tiny_experiment(tmp_path / "tiny.py", tiny_data_dir)
 
 
 @pytest.fixture

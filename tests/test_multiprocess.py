@@ -16,27 +16,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import write_tiny_experiment
 
 from input_pipeline import pipeline
 from jaxpose import checkpoint, cli, train
 from jaxpose.config import load_config
 from jaxpose.models import build_model
-
-EXPERIMENT = '''
-from jaxpose.config import base_config
-
-
-def get_config():
-    config = base_config()
-    config.data.name = "synthetic_heads/tiny"
-    config.data.data_dir = {data_dir!r}
-    config.data.image_size = 32
-    config.model.name = "resnet_tiny"
-    config.batch_size = 8
-    config.num_train_steps = 12  # 2 epochs of the 48 records
-    config.log_every = 1
-    return config
-'''
 
 # One process of a run: `jaxpose ARGV` that also records the training poses this process puts on its
 # devices (the records it drew) and the files it opens for writing in the workdir (Python's audit hook
@@ -140,8 +125,8 @@ def _records(batch: list, ids: dict[float, int]) -> list[int]:
 
 
 def test_two_processes_resume_and_equal_one_process(tiny_data_dir, tmp_path):
-    experiment = tmp_path / "tiny.py"
-    experiment.write_text(EXPERIMENT.format(data_dir=str(tiny_data_dir)))
+    # 12 steps = 2 epochs of the 48 records.
+    experiment = write_tiny_experiment(tmp_path / "tiny.py", tiny_data_dir, num_train_steps=12, checkpoint_every=500)
     config = load_config(experiment)
     ref, multi = tmp_path / "ref", tmp_path / "multi"
     train_argv = ["train", "--config", str(experiment), "--workdir"]

@@ -139,3 +139,32 @@ def test_training_keeps_frozen_groups_and_statistics(tiny_data_dir, fast_compile
     for name, value in _by_path(initial["batch_stats"]).items():
         in_block = name.startswith("backbone/layer") and "downsample" not in name
         assert np.array_equal(stats[name], value) == in_block, name
+
+
+@pytest.mark.parametrize("name, clip", [("adam", 0.0), ("sgd", 0.0), ("adamw", 1.0)])
+def test_flattened_optimizer_state_gives_the_same_updates(name, clip):
+    """optimizer.flatten keeps one vector per moment: fewer state arrays, the same three steps of updates."""
+    _, variables, _ = _tiny_variables()
+    params = variables["params"]
+    rng = np.random.default_rng(0)
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params) for _ in range(3)]
+    results = {}
+    for flatten in (False, True):
+        cfg = base_config().optimizer
+        cfg.name, cfg.grad_clip, cfg.flatten, cfg.weight_decay = name, clip, flatten, 1e-2
+        tx = train.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)
+        p, state = params, tx.init(params)
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        results[flatten] = (p, len(jax.tree.leaves(state)))
+    assert results[True][1] < results[False][1] / 3
+    for a, b in zip(jax.tree.leaves(results[False][0]), jax.tree.leaves(results[True][0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_flatten_refuses_lr_multipliers():
+    cfg = base_config().optimizer
+    cfg.flatten, cfg.lr_multipliers = True, {"head": 5.0}
+    with pytest.raises(ValueError, match="optimizer.flatten=True does not combine with optimizer.lr_multipliers"):
+        train.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)

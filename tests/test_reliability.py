@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, write_tiny_experiment
 
 from jaxpose import checkpoint, train
 
@@ -230,30 +230,12 @@ def test_full_workdir_fails_before_training_and_at_a_save(tiny_data_dir, fast_co
 
 # --- separate processes -----------------------------------------------------------------------------------------
 
-TINY_EXPERIMENT = '''
-from jaxpose.config import base_config
-
-
-def get_config():
-    config = base_config()
-    config.data.name = "synthetic_heads/tiny"
-    config.data.data_dir = {data_dir!r}
-    config.data.image_size = 32
-    config.model.name = "resnet_tiny"
-    config.batch_size = 8
-    config.num_train_steps = 60
-    config.steps_per_dispatch = 2  # RUN's program, compiled already (`compile_once`)
-    config.checkpoint_every = 20
-    config.log_every = 10
-    return config
-'''
-
-
 def test_sigterm_to_the_cli_saves_and_exits_0_then_resumes(tiny_data_dir, compile_once, tmp_path):
     """`jaxpose train` gets SIGTERM after its first log line: status 0, within seconds, checkpoint and metrics at
     the step it stopped (a dispatch boundary); the same command then resumes there and finishes."""
-    experiment = tmp_path / "tiny.py"
-    experiment.write_text(TINY_EXPERIMENT.format(data_dir=str(tiny_data_dir)))
+    # steps_per_dispatch 2: the program `compile_once` compiled already.
+    experiment = write_tiny_experiment(tmp_path / "tiny.py", tiny_data_dir, num_train_steps=60, steps_per_dispatch=2,
+                                       checkpoint_every=20, log_every=10)
     workdir = tmp_path / "run"
     command = [str(Path(sys.executable).parent / "jaxpose"), "train", "--config", str(experiment), "--workdir", str(workdir)]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(compile_once),
