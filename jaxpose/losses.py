@@ -2,7 +2,9 @@
 
 Each loss maps model outputs and labels to per-example values of shape (B,)
 (per pair, (N,), for the pairwise RankPose terms), summed over the three
-angles (yaw, pitch, roll). Angles are in the caller's unit; binned terms take
+angles (yaw, pitch, roll); rotation terms compare whole rotations (the
+geodesic angle of 6DRepNet, quaternion distances) against labels converted
+from (yaw, pitch, roll) by `jaxpose.angles`. Angles are in the caller's unit; binned terms take
 `logits` of shape (B, 3, K) over K equal bins of [lo, hi] (see
 `jaxpose.angles`). Everything is computed in float32, whatever the logits'
 dtype, because bf16 softmax/log-sum-exp loses the small probabilities that
@@ -276,9 +278,74 @@ def rankpose_loss(
     return beta * mse + (1.0 - beta) * ranking_loss(pred1, pred2, angles1, angles2)
 
 
+# --- rotations (6DRepNet, quaternions) ----------------------------------------------
+
+GEODESIC_EPS = 1e-7  # 6DRepNet's loss.py GeodesicLoss(eps=1e-7)
+QUATERNION_KINDS = ("angle", "inner")
+
+
+def _check_rotations(name: str, pred: jax.Array, true: jax.Array, shape: tuple[int, ...]) -> None:
+    if pred.shape != true.shape or pred.ndim != len(shape) + 1 or tuple(pred.shape[1:]) != shape:
+        raise ValueError(f"{name}: pred and true must both have shape (B, {', '.join(map(str, shape))}), "
+                         f"got {pred.shape} and {true.shape}")
+
+
+def geodesic_loss(pred_matrix: jax.Array, true_matrix: jax.Array, *, eps: float = GEODESIC_EPS) -> jax.Array:
+    """Geodesic distance on SO(3) in radians: (B, 3, 3), (B, 3, 3) -> (B,).
+
+    theta = arccos(clamp((tr(R_pred^T R_true) - 1) / 2, -1 + eps, 1 - eps)),
+    the angle of the rotation taking one matrix to the other (Hempel et al.
+    2022, "6D Rotation Representation for Unconstrained Head Pose
+    Estimation", Eq. 6; official loss.py with eps = 1e-7, there averaged over
+    the batch). The clamp keeps the gradient finite: d arccos(c)/dc =
+    -1 / sqrt(1 - c^2) is infinite at c = +-1, i.e. at theta = 0 and 180
+    degrees; clamped, it is 0 there (the clip's own gradient) and at most
+    1 / sqrt(2 eps) just inside. In the registry the labels (B, 3) degrees
+    become matrices with `angles.euler_to_matrix`; the geodesic distance
+    is the same in any Euler convention (it is invariant to conjugation).
+    """
+    pred, true = _f32(pred_matrix), _f32(true_matrix)
+    _check_rotations("geodesic_loss", pred, true, (3, 3))
+    return angles_lib.rotation_angle_between(pred, true, eps)
+
+
+def quaternion_loss(
+    pred_quaternion: jax.Array, true_quaternion: jax.Array, *, kind: str = "angle", eps: float = GEODESIC_EPS
+) -> jax.Array:
+    """Distance of unit quaternions (w, x, y, z), blind to their sign: (B, 4), (B, 4) -> (B,).
+
+    With d = |<q_pred, q_true>| (both normalised here; q and -q are one rotation):
+    * "angle": 2 arccos(clamp(d, 0, 1 - eps)) radians, the rotation angle
+      between them, equal to `geodesic_loss` of their matrices (Huynh 2009,
+      "Metrics for 3D Rotations: Comparison and Analysis", Phi_3 = arccos d,
+      here doubled to the rotation angle);
+    * "inner": 1 - d (Huynh 2009, Phi_4), smooth but flat near 0: its
+      gradient vanishes as the rotations agree.
+    QuatNet (Hsu et al. 2019) and WQuatNet (Algabri et al. 2025) regress
+    quaternions; WQuatNet's own two loss functions were not available to check
+    here, so these are the metric-based forms of Huynh 2009. The labels
+    (B, 3) degrees become quaternions with `angles.euler_to_quaternion`.
+    """
+    if kind not in QUATERNION_KINDS:
+        raise ValueError(f"quaternion_loss: unknown kind {kind!r}; valid: {', '.join(QUATERNION_KINDS)}")
+    pred, true = _f32(pred_quaternion), _f32(true_quaternion)
+    _check_rotations("quaternion_loss", pred, true, (4,))
+    unit = lambda q: q / jnp.sqrt(jnp.maximum(jnp.sum(q * q, -1, keepdims=True), 1e-16))  # noqa: E731
+    inner = jnp.abs(jnp.sum(unit(pred) * unit(true), axis=-1))
+    if kind == "inner":
+        return 1.0 - inner
+    return 2.0 * jnp.arccos(jnp.clip(inner, 0.0, 1.0 - eps))
+
+
 # --- registry ------------------------------------------------------------------
 
 _UNITS = ("degrees", "radians")
+# The form a term's targets take: the (B, 3) angles in `unit`, or the rotation they describe.
+_TARGETS = {
+    "angles": None,
+    "matrix": angles_lib.euler_to_matrix,  # (B, 3, 3)
+    "quaternion": angles_lib.euler_to_quaternion,  # (B, 4), w >= 0
+}
 # How total_loss reduces a term's per-example (per-pair) values over the batch.
 REDUCTIONS = ("mean", "sum")
 
@@ -291,9 +358,12 @@ class LossTerm:
       `pairwise`, fn(out1, out2, targets1, targets2, **kwargs) -> (N,) with the
       batch of 2N split into its first and second halves (RankPose pairs).
     output_key: the key of the model's output dict it reads ("logits",
-      "logits_multi", "regression" or "pose").
+      "logits_multi", "regression", "pose", "rotation" or "quaternion").
     unit: the unit its targets must be in; labels arrive in degrees and are
       converted with jnp.radians for "radians" terms.
+    target: "angles" (the labels, in `unit`), "matrix" or "quaternion": the
+      (B, 3) degree labels converted inside the loss by jaxpose.angles, so
+      datasets and pipelines keep one label format.
 
     Every term also takes the option "reduction" (`REDUCTIONS`), applied by
     `total_loss`, not by fn.
@@ -303,10 +373,13 @@ class LossTerm:
     output_key: str
     pairwise: bool = False
     unit: str = "degrees"
+    target: str = "angles"
 
     def __post_init__(self) -> None:
         if self.unit not in _UNITS:
             raise ValueError(f"LossTerm unit must be one of {_UNITS}, got {self.unit!r}")
+        if self.target not in _TARGETS:
+            raise ValueError(f"LossTerm target must be one of {tuple(_TARGETS)}, got {self.target!r}")
 
     def options(self) -> tuple[str, ...]:
         """The keyword options the loss accepts (what a config may set)."""
@@ -324,6 +397,8 @@ LOSSES: dict[str, LossTerm] = {
     "mse": LossTerm(mse_loss, "pose"),
     "ranking": LossTerm(ranking_loss, "regression", pairwise=True, unit="radians"),
     "rankpose": LossTerm(rankpose_loss, "regression", pairwise=True, unit="radians"),
+    "geodesic": LossTerm(geodesic_loss, "rotation", target="matrix"),
+    "quaternion": LossTerm(quaternion_loss, "quaternion", target="quaternion"),
 }
 
 
@@ -372,6 +447,8 @@ def term_values(
             f"loss term {name!r}: labels must have shape (B, 3) in degrees, got {angles.shape}"
         )
     targets = jnp.radians(angles) if term.unit == "radians" else angles
+    if _TARGETS[term.target] is not None:
+        targets = _TARGETS[term.target](angles)
     output = outputs[term.output_key]
     if term.pairwise:
         (out1, tgt1), (out2, tgt2) = _halves((output, targets), name)

@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxpose import angles as angles_lib
+
 ANGLE_NAMES = ("yaw", "pitch", "roll")
+# TriNet's three vectors: the columns of R (jaxpose.angles): the subject's left, down, and front (the
+# nose direction is -R e_z, the angle between two columns is the same as between their negatives).
+VECTOR_NAMES = ("vector_left", "vector_down", "vector_front")
+ROTATION_KEYS = ("geodesic", *VECTOR_NAMES, "mae_v")
 
 
 def _pose_pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +48,46 @@ def mae(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return result
 
 
+def geodesic_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per sample, the angle in degrees of the rotation between predicted and true pose: (N,).
+
+    pred, true: (N, 3) (yaw, pitch, roll) degrees, each mapped to its matrix
+    by `angles.euler_to_matrix` (defined for every model, whatever its head);
+    theta = arccos((tr(R_pred^T R_true) - 1) / 2), the geodesic distance on
+    SO(3) that 6DRepNet (Hempel et al. 2022) trains on. Unlike the Euler MAE it
+    does not double-count the one rotation that pitch and roll share near
+    |yaw| = 90 degrees.
+    """
+    pred, true = _pose_pair(pred, true)
+    matrices = angles_lib.euler_to_matrix(pred), angles_lib.euler_to_matrix(true)
+    return np.degrees(angles_lib.rotation_angle_between(*matrices))
+
+
+def vector_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per sample, the angle in degrees between corresponding columns of the two matrices: (N, 3).
+
+    Columns: the head's left, down and front vectors (VECTOR_NAMES), as TriNet
+    (Cao et al. 2021, "A Vector-based Representation to Enhance Head Pose
+    Estimation") reports them: arccos(<v_pred, v_true>) per vector.
+    """
+    pred, true = _pose_pair(pred, true)
+    cosines = np.sum(angles_lib.euler_to_matrix(pred) * angles_lib.euler_to_matrix(true), axis=-2)  # column dots
+    return np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
+
+
+def rotation_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Mean rotation errors in degrees: {"geodesic", "vector_left", "vector_down", "vector_front", "mae_v"}.
+
+    pred, true: (N, 3). "geodesic": mean of `geodesic_errors`; the vector
+    keys: mean of each column of `vector_errors`; "mae_v": their mean (TriNet's MAEV).
+    """
+    vectors = np.mean(vector_errors(pred, true), axis=0)
+    result = {"geodesic": float(np.mean(geodesic_errors(pred, true)))}
+    result.update({name: float(value) for name, value in zip(VECTOR_NAMES, vectors)})
+    result["mae_v"] = float(np.mean(vectors))
+    return result
+
+
 def cumulative_error_curves(
     pred: np.ndarray, true: np.ndarray, thresholds: Sequence[float] | np.ndarray = np.arange(0, 31)
 ) -> dict[str, np.ndarray]:
@@ -49,7 +95,8 @@ def cumulative_error_curves(
 
     pred, true: (N, 3); thresholds: (T,) degrees. Returns {"thresholds": (T,),
     "yaw", "pitch", "roll": (T,) fractions per angle, "mean": (T,) fraction of
-    samples whose mean absolute error over the three angles is <= t}.
+    samples whose mean absolute error over the three angles is <= t,
+    "geodesic": (T,) fraction whose `geodesic_errors` is <= t}.
     """
     pred, true = _pose_pair(pred, true)
     thresholds = np.asarray(thresholds, np.float64)
@@ -62,6 +109,7 @@ def cumulative_error_curves(
 
     curves = {name: curve(errors[:, i]) for i, name in enumerate(ANGLE_NAMES)}
     curves["mean"] = curve(errors.mean(axis=1))
+    curves["geodesic"] = curve(geodesic_errors(pred, true))
     curves["thresholds"] = thresholds
     return curves
 
@@ -117,7 +165,7 @@ def save_cumulative_error_plot(
 ) -> pathlib.Path:
     """Plot the curves of `cumulative_error_curves` to a PNG file (Agg backend).
 
-    Draws every angle present among yaw/pitch/roll/mean against
+    Draws every curve present among yaw/pitch/roll/mean/geodesic against
     curves["thresholds"]; returns the written path.
     """
     # The Agg canvas directly, not pyplot: no global backend switch, no display.
@@ -126,17 +174,18 @@ def save_cumulative_error_plot(
 
     if "thresholds" not in curves:
         raise ValueError(f"curves need a 'thresholds' entry; got keys {sorted(curves)}")
-    names = [name for name in (*ANGLE_NAMES, "mean") if name in curves]
+    names = [name for name in (*ANGLE_NAMES, "mean", "geodesic") if name in curves]
     if not names:
-        raise ValueError(f"curves have none of {(*ANGLE_NAMES, 'mean')}; got keys {sorted(curves)}")
+        raise ValueError(f"curves have none of {(*ANGLE_NAMES, 'mean', 'geodesic')}; got keys {sorted(curves)}")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(5, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name in names:
-        ax.plot(curves["thresholds"], np.asarray(curves[name]) * 100.0, label=name)
-    ax.set_xlabel("absolute error threshold (degrees)")
+        style = "--" if name == "geodesic" else "-"  # a rotation's error, not an angle's: set apart
+        ax.plot(curves["thresholds"], np.asarray(curves[name]) * 100.0, style, label=name)
+    ax.set_xlabel("error threshold (degrees)")
     ax.set_ylabel("samples within threshold (%)")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
@@ -177,15 +226,20 @@ def save_downsample_plot(curve: Mapping[str, Sequence[float]], path: str | pathl
 def format_mae_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """The papers' MAE table as text: one row per name, columns Yaw Pitch Roll MAE.
 
-    results: {row name: mae(...) dict}; values printed with 2 decimals.
+    results: {row name: mae(...) dict}; values printed with 2 decimals. When
+    any row has the `rotation_errors` keys, two columns follow: Geod. (mean
+    geodesic error) and MAEv (TriNet's mean vector error); "-" where a row lacks them.
     """
     missing = {row: [k for k in (*ANGLE_NAMES, "mean") if k not in r] for row, r in results.items()}
     missing = {row: keys for row, keys in missing.items() if keys}
     if missing:
         raise ValueError(f"format_mae_table: rows missing keys {missing} (expected the dict of mae())")
+    columns = [("Yaw", "yaw"), ("Pitch", "pitch"), ("Roll", "roll"), ("MAE", "mean")]
+    if any("geodesic" in row for row in results.values()):
+        columns += [("Geod.", "geodesic"), ("MAEv", "mae_v")]
     width = max([len("Method"), *(len(name) for name in results)])
-    lines = [f"{'Method':<{width}}  {'Yaw':>6}  {'Pitch':>6}  {'Roll':>6}  {'MAE':>6}"]
+    lines = [f"{'Method':<{width}}  " + "  ".join(f"{title:>6}" for title, _ in columns)]
     for name, row in results.items():
-        values = "  ".join(f"{row[k]:>6.2f}" for k in (*ANGLE_NAMES, "mean"))
+        values = "  ".join(f"{row[k]:>6.2f}" if k in row else f"{'-':>6}" for _, k in columns)
         lines.append(f"{name:<{width}}  {values}")
     return "\n".join(lines)

@@ -655,14 +655,16 @@ def _jitted_eval_step(setup: Setup, normalize: str) -> Callable:
 
 
 def _dataset_report(workdir: pathlib.Path, dataset: str, split: str, preds: np.ndarray, labels: np.ndarray) -> dict:
-    """MAE row, cumulative error curves (JSON + PNG) and, on AFW, the yaw accuracy."""
-    row = {**metrics.mae(preds, labels), "num_images": int(len(labels))}
+    """MAE and rotation-error row, cumulative error curves (JSON + PNG) and, on AFW, the yaw accuracy."""
+    afw = dataset.split("/")[0] == "afw"  # AFW labels only yaw: no rotation to compare
+    rotation = {} if afw else metrics.rotation_errors(preds, labels)
+    row = {**metrics.mae(preds, labels), **rotation, "num_images": int(len(labels))}
     stem = f"ced_{dataset.replace('/', '-')}_{split}"
     curves = metrics.cumulative_error_curves(preds, labels)
     _write_json(workdir / f"{stem}.json", {k: np.asarray(v).tolist() for k, v in curves.items()})
     if sharding.is_primary():
         metrics.save_cumulative_error_plot(curves, workdir / f"{stem}.png")
-    if dataset.split("/")[0] == "afw":  # AFW labels only yaw
+    if afw:
         row.update(metrics.afw_yaw_accuracy(preds[:, 0], labels[:, 0]))
     return row
 

@@ -243,6 +243,7 @@ METHODS = {
     "gld": ("synthetic_gld.py", RESNET_TINY),
     "rankpose": ("synthetic_rankpose.py", RESNET_TINY),
     "hybrid": ("synthetic_hybrid.py", RESNET_TINY),
+    "6drepnet": ("synthetic_6d.py", RESNET_TINY),
 }
 
 
@@ -259,3 +260,4 @@ def test_method_trains(method, tiny_data_dir, fast_compile, tmp_path):
     assert last < 0.8 * first, f"{method}: mean loss of steps 1-5 {first:.4g}, of steps 26-30 {last:.4g}"
     (table,) = results.values()
     assert table["num_images"] == 24 and all(math.isfinite(v) for v in table.values())
+    assert {"geodesic", "mae_v"} <= set(table)  # rotation errors for every model, Euler heads included

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpose import losses
+from jaxpose import angles, losses
 
 LO, HI = -3.0, 3.0  # 3 bins of width 2: [-3,-1), [-1,1), [1,3]; centres -2, 0, 2
 CENTRES = (-2.0, 0.0, 2.0)
@@ -347,6 +347,8 @@ def _fake_outputs(batch=4):
         "logits_multi": multi,
         "regression": jnp.clip(jax.random.normal(keys[5], (batch, 3)), -1.5, 1.5),
         "pose": 30.0 * jax.random.normal(keys[6], (batch, 3)),
+        "rotation": angles.rotation_6d_to_matrix(jax.random.normal(keys[7], (batch, 6))),
+        "quaternion": jax.random.normal(keys[7], (batch, 4)),  # the loss normalises it
     }
 
 

@@ -1,8 +1,10 @@
 """Model and head registries: a model maps images (B, H, W, 3) to a dict of outputs.
 
 `build_model(config.model)` assembles what an experiment names: a backbone
-from MODELS and, for backbones that only pool features, a head from HEADS.
-Self-contained models (FSA-Net, SSR-Net-MD) produce their outputs directly.
+from MODELS and, for backbones that only pool features (the ResNets), a head
+from HEADS (binned, regression, rotation_6d, quaternion); every head composes
+with every such backbone. Self-contained models (FSA-Net, SSR-Net-MD) produce
+their outputs directly.
 """
 
 from __future__ import annotations

@@ -4,7 +4,14 @@ Output keys, the contract every loss term reads (jaxpose.losses):
 * "logits":       (B, 3, K) the finest (first) binned granularity;
 * "logits_multi": tuple of (B, 3, K_i), finest first (hybrid coarse-fine);
 * "regression":   (B, 3) a regression head's output, radians (RankPose);
-* "pose":         (B, 3) the prediction in degrees (every model).
+* "rotation":     (B, 3, 3) a rotation head's matrix (jaxpose.angles conventions);
+* "rotation_6d":  (B, 6) the 6D head's raw output (first two columns before Gram-Schmidt);
+* "quaternion":   (B, 4) the quaternion head's unit quaternion (w, x, y, z), sign not canonicalised;
+* "pose":         (B, 3) the prediction in degrees (every model; rotation heads decode their matrix).
+
+Heads sit on pooled backbone features, so each composes with every MODELS
+entry that takes a head (the ResNets); FSA-Net and SSR-Net-MD are
+self-contained models with their own outputs.
 """
 
 from __future__ import annotations
@@ -91,4 +98,71 @@ def _unit(x, axis: int = -1, eps: float = 1e-8):
     return x / jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
 
 
-HEADS = {"binned": BinnedHead, "regression": RegressionHead}
+class Rotation6DHead(nn.Module):
+    """6DRepNet's head: a linear layer to 6 numbers, mapped to a rotation by Gram-Schmidt.
+
+    Hempel et al. 2022, "6D Rotation Representation for Unconstrained Head
+    Pose Estimation": the 6 outputs are two 3-vectors (a1, a2), R =
+    angles.rotation_6d_to_matrix(a1, a2) (continuous in its input, Zhou et al.
+    2019). Outputs "rotation_6d" (B, 6), "rotation" (B, 3, 3) and "pose" (B, 3)
+    = angles.matrix_to_euler(R) in degrees, differentiable everywhere, so the
+    Euler losses ("mae", "mse") train through it too.
+
+    Computed in float32 whatever `dtype` (the backbone's): 6 bf16 outputs
+    would carry ~0.5 degree rounding. `identity_init` starts the bias at the
+    identity's 6D (1, 0, 0, 0, 1, 0), so a fresh head predicts the frontal
+    pose rather than a random rotation (where the clamped arccos of the
+    geodesic loss is flat near 180 degrees); False starts it at zero (flax's
+    default; the official PyTorch layer draws a small uniform bias).
+    """
+
+    identity_init: bool = True
+    dtype: Any = jnp.float32  # the backbone's compute dtype; this head stays float32 (above)
+
+    @nn.compact
+    def __call__(self, features, train: bool = False):
+        del train
+        bias = _constant_init(IDENTITY_6D) if self.identity_init else nn.initializers.zeros
+        six = nn.Dense(6, dtype=jnp.float32, bias_init=bias, name="fc_6d")(features.astype(jnp.float32))
+        rotation = angles.rotation_6d_to_matrix(six)
+        return {"rotation_6d": six, "rotation": rotation, "pose": angles.matrix_to_euler(rotation)}
+
+
+class QuaternionHead(nn.Module):
+    """A linear layer to 4 numbers, normalised to a unit quaternion (w, x, y, z).
+
+    The representation of QuatNet (Hsu et al. 2019, "QuatNet: Quaternion-Based
+    Head Pose Estimation With Multiregression Loss") and WQuatNet (Algabri et
+    al. 2025). Outputs "quaternion" (B, 4) unit norm (its sign is left as
+    predicted: the quaternion losses compare |<q, p>|, blind to it),
+    "rotation" (B, 3, 3) and "pose" (B, 3) degrees. float32 and
+    `identity_init` (bias (1, 0, 0, 0)) as `Rotation6DHead`.
+    """
+
+    identity_init: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, train: bool = False):
+        del train
+        bias = _constant_init(IDENTITY_QUATERNION) if self.identity_init else nn.initializers.zeros
+        raw = nn.Dense(4, dtype=jnp.float32, bias_init=bias, name="fc_quaternion")(features.astype(jnp.float32))
+        quaternion = raw / jnp.sqrt(jnp.maximum(jnp.sum(raw * raw, axis=-1, keepdims=True), 1e-16))
+        rotation = angles.quaternion_to_matrix(quaternion)
+        return {"quaternion": quaternion, "rotation": rotation, "pose": angles.matrix_to_euler(rotation)}
+
+
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+IDENTITY_QUATERNION = (1.0, 0.0, 0.0, 0.0)
+
+
+def _constant_init(values):
+    return lambda key, shape, dtype=jnp.float32: jnp.asarray(values, dtype).reshape(shape)
+
+
+HEADS = {
+    "binned": BinnedHead,
+    "regression": RegressionHead,
+    "rotation_6d": Rotation6DHead,
+    "quaternion": QuaternionHead,
+}
