@@ -157,6 +157,8 @@ def resnet_config(head: str, head_kwargs: dict):
 TINY = {
     "resnet_binned": lambda: resnet_config("binned", {"granularities": (198, 66, 18, 6, 2), "lo": -99.0, "hi": 99.0}),
     "resnet_regression": lambda: resnet_config("regression", {"kind": "arccos"}),
+    "resnet_rotation_6d": lambda: resnet_config("rotation_6d", {}),
+    "resnet_quaternion": lambda: resnet_config("quaternion", {}),
     "ssrnet_md": lambda: load_config(ROOT / "experiments" / "synthetic_ssrnet_md.py", {}),
 }
 
@@ -174,7 +176,9 @@ def test_tiny_models_both_formats(name, tmp_path, fast_compile):
     for fmt, run in (("onnx", run_onnx), ("stablehlo", run_stablehlo)):
         record = export.export(config, workdir, fmt, tmp_path / f"{name}.{fmt}")
         for batch in (images, images[:2]):
-            np.testing.assert_allclose(run(tmp_path / f"{name}.{fmt}", batch), expected[: len(batch)], rtol=0, atol=1e-4)
+            # 1e-3 degrees (the issue asks 0.01): float32 reassociation moves atan2 of the rotation heads'
+            # random, near-gimbal-lock outputs by up to ~1.2e-4 degrees.
+            np.testing.assert_allclose(run(tmp_path / f"{name}.{fmt}", batch), expected[: len(batch)], rtol=0, atol=1e-3)
         assert record["checkpoint"]["step"] == 7 and record["input"]["shape"] == ["batch", size, size, 3]
         assert json.loads(export.contract_path(tmp_path / f"{name}.{fmt}").read_text()) == record
         if name.startswith("resnet"):
