@@ -8,6 +8,11 @@ from jaxpose.config import base_config
 from jaxpose.models.heads import BinnedHead, RegressionHead
 
 
+@pytest.fixture(autouse=True)
+def _fast_compile(fast_compile):
+    """Every test here compiles small programs: skip XLA's optimisation passes (conftest.fast_compile)."""
+
+
 def _count(tree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
