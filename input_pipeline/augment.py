@@ -135,7 +135,7 @@ def crop_region(record: dict, image_shape, cfg: Any, rng: np.random.Generator | 
     Conventions that clip to the source image (FSA-Net) clip to the record's
     `source_box` (the source image's extent in stored pixels), so the region
     equals the published one although the stored crop is padded beyond the
-    source; without it (a whole image, e.g. `pretrained.predict_images`) the
+    source; without it (a whole image, e.g. `jaxpose.inference.pose.prepare_face`) the
     image's own edges.
     """
     k = rng.uniform(*cfg.crop_k) if rng is not None else cfg.eval_crop_k

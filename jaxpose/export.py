@@ -9,7 +9,7 @@ wrapped as one function of raw face crops:
     pose(image: uint8 (B, S, S, 3), 0-255, the config's channel order) -> float32 (B, 3) degrees
 
 with the config's normalisation inside (`train.eval_step`), so a user feeds
-the crops that `pretrained.prepare_face` cuts and nothing else. The batch B
+the crops that `inference.pose.prepare_face` cuts and nothing else. The batch B
 is symbolic in both formats. OUT + ".json" (`contract`) says what the input
 must be: size, channel order, dtype and range, the crop convention, the
 outputs, the source checkpoint and step, the jaxpose version.
@@ -253,7 +253,7 @@ def contract(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step
     convention = augment.eval_convention(data)
     crop = {"convention": convention, "rule": CROP_RULES.get(convention, convention),
             "resize": f"{crops.RESIZE.get(data.crop, '?')} ({data.crop} convention) to {size} x {size}",
-            "jaxpose": "jaxpose.pretrained.prepare_face(rgb_image, (x_min, y_min, x_max, y_max), config.data)"}
+            "jaxpose": "jaxpose.inference.pose.prepare_face(rgb_image, (x_min, y_min, x_max, y_max), config.data)"}
     if convention.startswith("hopenet"):
         crop["k"] = float(data.eval_crop_k)
     return {

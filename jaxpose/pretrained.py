@@ -1,7 +1,7 @@
-"""Published weights in jaxpose: converters, `convert` to a checkpoint, and `predict_images`.
+"""Published weights in jaxpose: converters and `convert` to a checkpoint.
 
-This module is the public API for pretrained weights (`jaxpose convert`,
-`jaxpose predict`):
+This module is the public API for pretrained weights (`jaxpose convert`;
+`jaxpose predict` on photos and videos is `jaxpose.inference`):
 * shared: `Predictor` (a flax model, its variables and one jitted apply).
 * FSA-Net: the official Keras 2.2 HDF5 weights of FSA-Net (Yang et al., CVPR
   2019) -> `jaxpose.models.fsanet.FSANet` variables (`load_fsanet_keras`,
@@ -11,22 +11,18 @@ This module is the public API for pretrained weights (`jaxpose convert`,
 * `convert(kind, src, workdir)`: any of the above -> a model-only checkpoint
   that `jaxpose eval`, `jaxpose predict` and `config.init_from` read, plus
   `converted.json` with the config overrides that run it.
-* `predict_images(config, workdir, paths, boxes)`: a checkpoint on one's own
-  images, with the evaluation preprocessing of `input_pipeline.augment`.
 
 HDF5 files are read with h5py as plain arrays; nothing in them is executed.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 import pathlib
 import re
 from typing import Any, Callable, Sequence
 
-import cv2
 import flax
 import flax.linen as nn
 import h5py
@@ -34,16 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from input_pipeline import augment, crops
-from jaxpose import checkpoint, pretrained_torch, sharding, train
+from jaxpose import checkpoint, pretrained_torch
 from jaxpose.models.fsanet import FSANet, FSANetFusion
 from jaxpose.pretrained_torch import hopenet_from_torch, hopenet_model, resnet_from_torchvision
 
 __all__ = [
     "CONVERT_KINDS", "FSANET_INPUT_SIZE", "Predictor", "convert", "fsanet_config", "fsanet_fusion",
-    "fsanet_keras_variables", "fsanet_settings", "hopenet_from_torch", "hopenet_model", "image_paths",
-    "load_fsanet_keras", "predict_images", "prepare_face", "read_boxes", "resnet_from_torchvision",
-    "write_predictions",
+    "fsanet_keras_variables", "fsanet_settings", "hopenet_from_torch", "hopenet_model", "load_fsanet_keras",
+    "resnet_from_torchvision",
 ]
 
 PathLike = str | os.PathLike
@@ -349,138 +343,3 @@ def convert(kind: str, src: PathLike, workdir: PathLike) -> pathlib.Path:
     if kind in pretrained_torch.CONVERTERS:
         return pretrained_torch.convert(kind, src, workdir)
     raise ValueError(f"unknown conversion kind {kind!r}; valid: {', '.join(CONVERT_KINDS)}")
-
-
-# --- predict: a checkpoint on one's own images -------------------------------------
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_BOX_COLUMNS = ("path", "x_min", "y_min", "x_max", "y_max")
-
-
-def image_paths(inputs: Sequence[PathLike]) -> list[pathlib.Path]:
-    """The image files named in `inputs`, folders replaced by their images (sorted, not recursive)."""
-    paths = []
-    for item in map(pathlib.Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                raise ValueError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-            paths.extend(found)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such image file or folder")
-    return paths
-
-
-def read_boxes(csv_path: PathLike) -> tuple[list[pathlib.Path], np.ndarray]:
-    """Face boxes from a CSV of `path,x_min,y_min,x_max,y_max` rows -> (paths, (N, 4) float32 pixels).
-
-    An optional first row naming those columns is skipped; relative paths are
-    taken from the CSV's folder; an image may have several rows (one per
-    face). A malformed row is a ValueError naming the file and line.
-    """
-    csv_path = pathlib.Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: no such boxes file")
-    paths, boxes = [], []
-    with open(csv_path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            row = [cell.strip() for cell in row]
-            if not row or (line == 1 and tuple(row) == _BOX_COLUMNS):
-                continue
-            paths.append(csv_path.parent / row[0])
-            boxes.append(_parse_box(row, f"{csv_path}:{line}"))
-    if not boxes:
-        raise ValueError(f"{csv_path}: no boxes (expected rows {','.join(_BOX_COLUMNS)})")
-    return paths, np.array(boxes, np.float32)
-
-
-def _parse_box(row: list[str], where: str) -> list[float]:
-    if len(row) != len(_BOX_COLUMNS):
-        raise ValueError(f"{where}: expected {len(_BOX_COLUMNS)} columns {','.join(_BOX_COLUMNS)}, got {len(row)}")
-    try:
-        box = [float(v) for v in row[1:]]
-    except ValueError:
-        raise ValueError(f"{where}: box {row[1:]} is not four numbers") from None
-    if not (np.all(np.isfinite(box)) and box[2] > box[0] and box[3] > box[1]):
-        raise ValueError(f"{where}: box {box} needs x_max > x_min and y_max > y_min")
-    return box
-
-
-def read_image(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, the channel order of the pipeline's decoded records."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        if not pathlib.Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such image file")
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def prepare_face(image: np.ndarray, box: np.ndarray | None, data_cfg: Any) -> np.ndarray:
-    """One face's model input, uint8 (S, S, 3): the evaluation transform of `augment.prepare`.
-
-    image: (H, W, 3) uint8 RGB. box: the face box (x_min, y_min, x_max, y_max)
-    in its pixels, which gets the config's crop convention (`data.crop`,
-    `data.eval_crop_k`), or None when the image is already the crop (it is
-    resized whole). Then `data.image_size` with the convention's resize
-    filter and `data.channels` order; the model normalises on the device.
-    """
-    if box is None:
-        region = np.array([0, 0, image.shape[1], image.shape[0]], np.float32)
-    else:
-        region = augment.crop_region({"box": np.asarray(box, np.float32)}, image.shape, data_cfg, None)
-    patch = crops.crop_resize(image, region, data_cfg.image_size, convention=data_cfg.crop)
-    return np.ascontiguousarray(patch[..., ::-1]) if data_cfg.channels == "bgr" else patch
-
-
-def predict_images(config: Any, workdir: PathLike, paths: Sequence[PathLike],
-                   boxes: np.ndarray | None = None) -> np.ndarray:
-    """(N, 3) (yaw, pitch, roll) degrees of the latest checkpoint of `workdir` on N faces.
-
-    paths: N image files (repeated for several faces of one image); boxes:
-    (N, 4) face boxes in those images' pixels, or None when the images are
-    face crops. Preprocessing as in evaluation (`prepare_face`,
-    `train.eval_step`), batched by config.batch_size; one process.
-    """
-    workdir = pathlib.Path(workdir)
-    if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{workdir}: no checkpoints (train, or `jaxpose convert` weights into it, first)")
-    if boxes is not None and len(boxes) != len(paths):
-        raise ValueError(f"{len(paths)} images but {len(boxes)} boxes")
-    if jax.process_count() > 1:
-        raise ValueError("predict runs in one process")
-    setup = train.Setup(config, training=False)
-    variables = checkpoint.restore_model(workdir, setup.abstract_variables)
-    step = jax.jit(functools.partial(train.eval_step, model=setup.model, normalize=config.data.normalize))
-    size, poses, cache = setup.batch_per_process, [], {}
-    for start in range(0, len(paths), size):
-        faces = []
-        for i in range(start, min(start + size, len(paths))):
-            if paths[i] not in cache:
-                cache = {paths[i]: read_image(paths[i])}  # rows of one image are usually adjacent
-            faces.append(prepare_face(cache[paths[i]], None if boxes is None else boxes[i], config.data))
-        batch = np.stack(faces + faces[-1:] * (size - len(faces)))  # a full batch: one compilation
-        pose = step(variables, sharding.put_batch({"image": batch}, setup.mesh)["image"])
-        poses.append(np.asarray(pose, np.float32)[: len(faces)])
-    return np.concatenate(poses) if poses else np.zeros((0, 3), np.float32)
-
-
-def predict_ensemble(config: Any, workdirs: Sequence[PathLike], paths: Sequence[PathLike],
-                     boxes: np.ndarray | None = None) -> np.ndarray:
-    """(N, 3) mean pose of several checkpoints (an ensemble, e.g. FSA-Caps-Fusion of trained or converted
-    models): workdirs[0] runs with `config`, the others with their own (`train.member_config`)."""
-    poses = [predict_images(config if i == 0 else train.member_config(config, workdir), workdir, paths, boxes)
-             for i, workdir in enumerate(workdirs)]
-    return np.mean(poses, axis=0)
-
-
-def write_predictions(path: PathLike, paths: Sequence[PathLike], boxes: np.ndarray | None, poses: np.ndarray) -> None:
-    """CSV `path,x_min,y_min,x_max,y_max,yaw,pitch,roll` (box cells empty for whole images), degrees."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*_BOX_COLUMNS, "yaw", "pitch", "roll"])
-        for i, (image, pose) in enumerate(zip(paths, poses)):
-            box = [f"{v:g}" for v in boxes[i]] if boxes is not None else [""] * 4
-            writer.writerow([str(image), *box, *(f"{v:.3f}" for v in pose)])

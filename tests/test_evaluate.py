@@ -16,6 +16,7 @@ from conftest import tiny_config
 from input_pipeline.datasets.build import build_dataset
 from jaxpose import cli, metrics, pretrained, train
 from jaxpose.config import apply_overrides, base_config, load_config
+from jaxpose.inference import pose as pose_lib
 
 EXPERIMENT = '''
 import sys
@@ -122,8 +123,9 @@ def test_predict_ensemble(trained, tmp_path, capsys):
     rows = list(csv.DictReader(output.read_text().splitlines()))
     poses = np.array([[r["yaw"], r["pitch"], r["roll"]] for r in rows], float)
     config = load_config(experiment)
-    first = pretrained.predict_images(config, w1, paths)
-    second = pretrained.predict_images(train.member_config(config, w2), w2, paths)
+    faces = [pose_lib.Face(pose_lib.read_image(p), None) for p in paths]
+    first = pose_lib.PoseModel(config, w1).predict(faces)[0]
+    second = pose_lib.PoseModel(train.member_config(config, w2), w2).predict(faces)[0]
     np.testing.assert_allclose(poses, (first + second) / 2, atol=2e-3)  # the CSV has 3 decimals
     capsys.readouterr()
 

@@ -20,7 +20,7 @@ from input_pipeline import crops
 from jaxpose import checkpoint, cli, export, pretrained, train
 from jaxpose.angles import from_pose_para
 from jaxpose.config import load_config
-from jaxpose.inference.pose import Face, PoseModel
+from jaxpose.inference.pose import Face, PoseModel, prepare_face
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FSANET = "fsanet_capsule_3_16_2_21_5"
@@ -76,7 +76,7 @@ def aflw(testdata, fsanet):
     assert len(faces) == 16
     poses, errors = PoseModel(config, fsanet[0]).predict(faces)  # the `jaxpose predict` path
     assert errors == [None] * 16
-    inputs = np.stack([pretrained.prepare_face(f.image, f.box, config.data) for f in faces])
+    inputs = np.stack([prepare_face(f.image, f.box, config.data) for f in faces])
     return inputs, poses, np.stack(labels)
 
 

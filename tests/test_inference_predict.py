@@ -13,7 +13,7 @@ from test_inference_mtcnn import aflw, biwi_frame  # noqa: F401  (module fixture
 from jaxpose import cli, pretrained
 from jaxpose.config import load_config
 from jaxpose.inference import detect, run, video
-from jaxpose.inference.pose import PoseModel
+from jaxpose.inference.pose import PoseModel, prepare_face
 
 WEIGHTS = "fsanet_capsule_3_16_2_21_5"
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "fsanet_caps_1x1.py"
@@ -102,7 +102,7 @@ def test_given_boxes_and_face_crops(converted, aflw, tmp_path):  # noqa: F811
     # The model's input for each box, saved as a crop, gives the same pose with --crops.
     config = load_config(EXPERIMENT, dict(f.removeprefix("--config.").split("=", 1) for f in converted[1]))
     for i in range(3):
-        crop = pretrained.prepare_face(images[i], landmark_boxes[i], config.data)  # BGR (FSA-Net)
+        crop = prepare_face(images[i], landmark_boxes[i], config.data)  # BGR (FSA-Net)
         cv2.imwrite(str(tmp_path / f"crop{i}.png"), crop)
     crops = [tmp_path / f"crop{i}.png" for i in range(3)]
     assert predict_cli(converted, *crops, "--crops", "--output", tmp_path / "crops.jsonl") == 0

@@ -1,9 +1,9 @@
-"""Pretrained weights end to end: convert -> checkpoint -> `train.evaluate` and `predict_images`.
+"""Pretrained weights end to end: convert -> checkpoint -> `train.evaluate` and `jaxpose predict`'s PoseModel.
 
 The official FSA-Net (1x1 capsule) weights are converted into a workdir once,
 then evaluated through the whole data path (AFLW2000 fixtures built into a
 TFDS data_dir, the stored loose crop, `augment.prepare`, `train.eval_step`)
-and run on the original images with `predict_images`. Both give the official
+and run on the original images with `jaxpose.inference.pose.PoseModel`. Both give the official
 FSA-Net crops pixel for pixel, hence the official predictions.
 """
 
@@ -21,6 +21,8 @@ from input_pipeline import augment, canvases, crops, pipeline
 from input_pipeline.datasets import features
 from input_pipeline.datasets.build import build_dataset
 from jaxpose import checkpoint, pretrained, train
+from jaxpose.inference import detect
+from jaxpose.inference import pose as pose_lib
 from jaxpose.angles import from_pose_para
 from jaxpose.config import apply_overrides, base_config, load_config
 from jaxpose.models import build_model
@@ -153,11 +155,15 @@ def test_eval_through_the_dataset(converted, aflw, testdata, aflw_data):
     np.testing.assert_allclose(preds, direct_poses[order], atol=1e-3)
 
 
-def test_predict_images_equals_official_crops(converted, aflw, testdata):
+def test_pose_model_equals_official_crops(converted, aflw, testdata):
+    """`jaxpose predict`'s PoseModel on the whole images and landmark boxes = the official weights on the
+    official crops."""
     workdir, record = converted
     paths, boxes, official, _ = aflw
     config = fsanet_config(record, batch_size=8)  # 16 faces: two full batches
-    poses = pretrained.predict_images(config, workdir, paths, boxes)
+    faces = [pose_lib.Face(pose_lib.read_image(p), b) for p, b in zip(paths, boxes)]
+    poses, errors = pose_lib.PoseModel(config, workdir).predict(faces)
+    assert errors == [None] * len(faces)
     expected = pretrained.load_fsanet_keras(testdata / "fsanet_keras" / f"{WEIGHTS}.h5")(official)
     np.testing.assert_allclose(poses, expected, atol=1e-3)
 
@@ -167,44 +173,32 @@ def test_prepare_face_whole_image_and_channels(converted, aflw, tmp_path):
     config = fsanet_config(record)
     crop = aflw[2][0]  # an official 64 px crop, BGR
     cv2.imwrite(str(tmp_path / "crop.png"), crop)
-    image = pretrained.read_image(tmp_path / "crop.png")  # RGB, like the pipeline's decoded records
+    image = pose_lib.read_image(tmp_path / "crop.png")  # RGB, like the pipeline's decoded records
     np.testing.assert_array_equal(image, crop[..., ::-1])
     # No box: the image is the crop, resized whole (here 64 -> 64, unchanged) and put back in BGR.
-    np.testing.assert_array_equal(pretrained.prepare_face(image, None, config.data), crop)
+    np.testing.assert_array_equal(pose_lib.prepare_face(image, None, config.data), crop)
     config.data.channels = "rgb"
-    np.testing.assert_array_equal(pretrained.prepare_face(image, None, config.data), image)
+    np.testing.assert_array_equal(pose_lib.prepare_face(image, None, config.data), image)
     config.data.image_size = 32
-    assert pretrained.prepare_face(image, np.array([10, 10, 40, 40]), config.data).shape == (32, 32, 3)
+    assert pose_lib.prepare_face(image, np.array([10, 10, 40, 40]), config.data).shape == (32, 32, 3)
 
 
 def test_predict_errors(converted, tmp_path):
     workdir, record = converted
     config = fsanet_config(record)
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
-        pretrained.predict_images(config, tmp_path / "nowhere", [tmp_path / "a.jpg"])
-    with pytest.raises(ValueError, match="2 images but 1 boxes"):
-        pretrained.predict_images(config, workdir, ["a.jpg", "b.jpg"], np.zeros((1, 4)))
+        pose_lib.PoseModel(config, tmp_path / "nowhere")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
-        pretrained.read_image(tmp_path / "broken.jpg")
+        pose_lib.read_image(tmp_path / "broken.jpg")
     with pytest.raises(FileNotFoundError, match="gone.jpg: no such image file"):
-        pretrained.read_image(tmp_path / "gone.jpg")
+        pose_lib.read_image(tmp_path / "gone.jpg")
 
 
-def test_boxes_csv_image_paths_and_output(tmp_path):
-    (tmp_path / "faces").mkdir()
-    for name in ("b.png", "a.jpg", "notes.txt"):
-        (tmp_path / "faces" / name).write_bytes(b"x")
-    assert pretrained.image_paths([tmp_path / "faces"]) == [tmp_path / "faces" / "a.jpg", tmp_path / "faces" / "b.png"]
-    with pytest.raises(FileNotFoundError, match="missing.jpg: no such image file or folder"):
-        pretrained.image_paths([tmp_path / "missing.jpg"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="empty: no image files"):
-        pretrained.image_paths([tmp_path / "empty"])
-
+def test_boxes_csv(tmp_path):
     csv_path = tmp_path / "boxes.csv"
     csv_path.write_text("path,x_min,y_min,x_max,y_max\nfaces/a.jpg,1,2,30,40\n\n/abs/b.png, 5.5 ,6,7,8\n")
-    paths, boxes = pretrained.read_boxes(csv_path)
+    paths, boxes = detect.read_boxes(csv_path)
     assert paths == [tmp_path / "faces" / "a.jpg", pathlib.Path("/abs/b.png")]
     np.testing.assert_array_equal(boxes, [[1, 2, 30, 40], [5.5, 6, 7, 8]])
     for text, message in [("a.jpg,1,2,3\n", r"boxes.csv:1: expected 5 columns"),
@@ -213,14 +207,7 @@ def test_boxes_csv_image_paths_and_output(tmp_path):
                           ("path,x_min,y_min,x_max,y_max\n", "boxes.csv: no boxes")]:
         csv_path.write_text(text)
         with pytest.raises(ValueError, match=message):
-            pretrained.read_boxes(csv_path)
-
-    out = tmp_path / "out.csv"
-    pretrained.write_predictions(out, paths, boxes, np.array([[1.0, -2.5, 3.25], [0, 0, 0]]))
-    lines = out.read_text().splitlines()
-    assert lines[:2] == ["path,x_min,y_min,x_max,y_max,yaw,pitch,roll", f"{paths[0]},1,2,30,40,1.000,-2.500,3.250"]
-    pretrained.write_predictions(out, paths[:1], None, np.array([[1.0, 2.0, 3.0]]))
-    assert out.read_text().splitlines()[1] == f"{paths[0]},,,,,1.000,2.000,3.000"
+            detect.read_boxes(csv_path)
 
 
 def test_convert_errors(testdata, tmp_path):

@@ -9,6 +9,7 @@ scores) pair or `Detections`.
 
 from __future__ import annotations
 
+import csv
 import importlib
 import pathlib
 from typing import Any, Callable, Protocol, Sequence
@@ -107,11 +108,47 @@ def match_box(reference: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3) ->
 
 
 def read_boxes_by_image(csv_path: str | pathlib.Path) -> list[tuple[pathlib.Path, np.ndarray]]:
-    """`pretrained.read_boxes` grouped by image, in first-appearance order: [(path, boxes (K, 4))]."""
-    from jaxpose.pretrained import read_boxes
-
+    """`read_boxes` grouped by image, in first-appearance order: [(path, boxes (K, 4))]."""
     paths, boxes = read_boxes(csv_path)
     groups: dict[pathlib.Path, list[np.ndarray]] = {}
     for path, box in zip(paths, boxes):
         groups.setdefault(path, []).append(box)
     return [(path, np.stack(rows)) for path, rows in groups.items()]
+
+
+_BOX_COLUMNS = ("path", "x_min", "y_min", "x_max", "y_max")
+
+
+def read_boxes(csv_path: str | pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray]:
+    """Face boxes from a CSV of `path,x_min,y_min,x_max,y_max` rows -> (paths, (N, 4) float32 pixels).
+
+    An optional first row naming those columns is skipped; relative paths are
+    taken from the CSV's folder; an image may have several rows (one per
+    face). A malformed row is a ValueError naming the file and line.
+    """
+    csv_path = pathlib.Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: no such boxes file")
+    paths, boxes = [], []
+    with open(csv_path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            row = [cell.strip() for cell in row]
+            if not row or (line == 1 and tuple(row) == _BOX_COLUMNS):
+                continue
+            paths.append(csv_path.parent / row[0])
+            boxes.append(_parse_box(row, f"{csv_path}:{line}"))
+    if not boxes:
+        raise ValueError(f"{csv_path}: no boxes (expected rows {','.join(_BOX_COLUMNS)})")
+    return paths, np.array(boxes, np.float32)
+
+
+def _parse_box(row: list[str], where: str) -> list[float]:
+    if len(row) != len(_BOX_COLUMNS):
+        raise ValueError(f"{where}: expected {len(_BOX_COLUMNS)} columns {','.join(_BOX_COLUMNS)}, got {len(row)}")
+    try:
+        box = [float(v) for v in row[1:]]
+    except ValueError:
+        raise ValueError(f"{where}: box {row[1:]} is not four numbers") from None
+    if not (np.all(np.isfinite(box)) and box[2] > box[0] and box[3] > box[1]):
+        raise ValueError(f"{where}: box {box} needs x_max > x_min and y_max > y_min")
+    return box

@@ -4,7 +4,7 @@
 checkpoint (and optionally more, averaged: e.g. FSA-Caps-Fusion) once;
 `model.predict(faces)` cuts each face with its member's crop convention
 (`data.crop`, `data.eval_crop_k`, `data.image_size`, `data.channels`; the
-evaluation transform of `pretrained.prepare_face`) and runs the jitted
+evaluation transform of `augment.prepare`, `prepare_face`) and runs the jitted
 evaluation step on full batches of `config.batch_size` split over the
 devices (one compilation; the last batch is padded).
 """
@@ -16,11 +16,39 @@ import functools
 import pathlib
 from typing import Any, Sequence
 
+import cv2
 import jax
 import numpy as np
 
+from input_pipeline import augment, crops
 from jaxpose import checkpoint, sharding, train
-from jaxpose.pretrained import prepare_face
+
+
+def read_image(path: str | pathlib.Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, the channel order of the pipeline's decoded records."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        if not pathlib.Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def prepare_face(image: np.ndarray, box: np.ndarray | None, data_cfg: Any) -> np.ndarray:
+    """One face's model input, uint8 (S, S, 3): the evaluation transform of `augment.prepare`.
+
+    image: (H, W, 3) uint8 RGB. box: the face box (x_min, y_min, x_max, y_max)
+    in its pixels, which gets the config's crop convention (`data.crop`,
+    `data.eval_crop_k`), or None when the image is already the crop (it is
+    resized whole). Then `data.image_size` with the convention's resize
+    filter and `data.channels` order; the model normalises on the device.
+    """
+    if box is None:
+        region = np.array([0, 0, image.shape[1], image.shape[0]], np.float32)
+    else:
+        region = augment.crop_region({"box": np.asarray(box, np.float32)}, image.shape, data_cfg, None)
+    patch = crops.crop_resize(image, region, data_cfg.image_size, convention=data_cfg.crop)
+    return np.ascontiguousarray(patch[..., ::-1]) if data_cfg.channels == "bgr" else patch
 
 
 @dataclasses.dataclass
