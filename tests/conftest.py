@@ -29,6 +29,21 @@ def tiny_data_dir(tmp_path_factory) -> pathlib.Path:
     return data_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Many tests compile the same small programs (resnet_tiny steps, eval steps): jax's persistent cache, on
+    for the session (and the `jaxpose` processes tests start with JAX_COMPILATION_CACHE_DIR), compiles each
+    once. Identical programs run identically, so what the tests compare is unchanged."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cache
+
+    directory = tmp_path_factory.mktemp("xla_cache")
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cache.reset_cache()  # the process decided on its first compile whether it had a cache
+    yield directory
+
+
 @pytest.fixture(scope="module")
 def fast_compile():
     """XLA:CPU spends far longer optimising small train programs than running them; tests need no speed."""

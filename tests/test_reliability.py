@@ -40,22 +40,10 @@ def _assert_same_bits(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    """The runs here compile the same few programs: jax's persistent cache, on for this module (and the `jaxpose`
-    processes it starts), compiles each once. Identical programs run identically: what the tests compare."""
-    from jax.experimental.compilation_cache import compilation_cache
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    previous = {key: getattr(jax.config, key) for key in keys}
-    directory = tmp_path_factory.mktemp("xla_cache")
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    compilation_cache.reset_cache()  # the process decided on its first compile whether it had a cache
-    yield directory
-    for key, value in previous.items():
-        jax.config.update(key, value)
-    compilation_cache.reset_cache()
+@pytest.fixture
+def compile_once(compilation_cache):
+    """The session's persistent compilation cache (conftest), for the `jaxpose` processes these tests start."""
+    return compilation_cache
 
 
 @pytest.fixture(scope="module")
