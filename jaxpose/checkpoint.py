@@ -183,7 +183,17 @@ def restore_training(mngr: ocp.CheckpointManager, abstract_state: Any) -> Any:
         "model": ocp.args.StandardRestore(model_variables(abstract_state)),
         "opt": ocp.args.StandardRestore({"step": abstract_state.step, "opt_state": abstract_state.opt_state}),
     }
-    restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    except ValueError as error:
+        if "tree structures do not match" not in str(error):
+            raise
+        # orbax's message lists every mismatching leaf over many lines: name what changed instead.
+        raise ValueError(
+            f"{pathlib.Path(mngr.directory) / str(step)}: this checkpoint's model or optimizer state does not fit "
+            f"the config (model, optimizer.name, optimizer.flatten or optimizer.lr_multipliers changed since it was "
+            f"written); resume with the settings of the workdir's config.json, or train in a new workdir"
+        ) from None
     model, opt = restored["model"], restored["opt"]
     return abstract_state.replace(
         step=opt["step"], opt_state=opt["opt_state"], params=model["params"], batch_stats=model["batch_stats"]

@@ -168,3 +168,13 @@ def test_flatten_refuses_lr_multipliers():
     cfg.flatten, cfg.lr_multipliers = True, {"head": 5.0}
     with pytest.raises(ValueError, match="optimizer.flatten=True does not combine with optimizer.lr_multipliers"):
         train.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)
+
+
+def test_resume_with_another_optimizer_layout_is_one_clear_error(tiny_data_dir, fast_compile, tmp_path):
+    """A workdir written without optimizer.flatten, resumed with it: orbax's many-line structure diff becomes
+    one error naming the checkpoint and the settings that must match."""
+    train.train(tiny_config(tiny_data_dir, num_train_steps=2), tmp_path / "w")
+    flattened = tiny_config(tiny_data_dir, num_train_steps=4, **{"optimizer.flatten": True})
+    with pytest.raises(ValueError, match=r"checkpoints/2: this checkpoint's model or optimizer state does not fit "
+                                         r"the config \(model, optimizer.name, optimizer.flatten"):
+        train.train(flattened, tmp_path / "w")
