@@ -225,6 +225,15 @@ def matrix_to_quaternion(rotation):
     return canonical_quaternion(quaternion)
 
 
+def unit_vector(v):
+    """v / |v| along the last axis (numpy or JAX, as the other conversions); a zero vector stays zero.
+
+    The normalisation of the quaternion head and loss: any non-zero vector is accepted.
+    """
+    xp, to_float = _namespace(v)
+    return _normalize(xp, to_float(v))
+
+
 def canonical_quaternion(quaternion):
     """The representative with w >= 0 of each quaternion's pair {q, -q} (..., 4)."""
     xp, to_float = _namespace(quaternion)

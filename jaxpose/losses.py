@@ -330,8 +330,7 @@ def quaternion_loss(
         raise ValueError(f"quaternion_loss: unknown kind {kind!r}; valid: {', '.join(QUATERNION_KINDS)}")
     pred, true = _f32(pred_quaternion), _f32(true_quaternion)
     _check_rotations("quaternion_loss", pred, true, (4,))
-    unit = lambda q: q / jnp.sqrt(jnp.maximum(jnp.sum(q * q, -1, keepdims=True), 1e-16))  # noqa: E731
-    inner = jnp.abs(jnp.sum(unit(pred) * unit(true), axis=-1))
+    inner = jnp.abs(jnp.sum(angles_lib.unit_vector(pred) * angles_lib.unit_vector(true), axis=-1))
     if kind == "inner":
         return 1.0 - inner
     return 2.0 * jnp.arccos(jnp.clip(inner, 0.0, 1.0 - eps))

@@ -7,7 +7,7 @@ ground truth for a whole evaluation set (eval concatenates the batches).
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -168,31 +168,22 @@ def save_cumulative_error_plot(
     Draws every curve present among yaw/pitch/roll/mean/geodesic against
     curves["thresholds"]; returns the written path.
     """
-    # The Agg canvas directly, not pyplot: no global backend switch, no display.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if "thresholds" not in curves:
         raise ValueError(f"curves need a 'thresholds' entry; got keys {sorted(curves)}")
     names = [name for name in (*ANGLE_NAMES, "mean", "geodesic") if name in curves]
     if not names:
         raise ValueError(f"curves have none of {(*ANGLE_NAMES, 'mean', 'geodesic')}; got keys {sorted(curves)}")
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name in names:
-        style = "--" if name == "geodesic" else "-"  # a rotation's error, not an angle's: set apart
-        ax.plot(curves["thresholds"], np.asarray(curves[name]) * 100.0, style, label=name)
-    ax.set_xlabel("error threshold (degrees)")
-    ax.set_ylabel("samples within threshold (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+
+    def draw(ax):
+        for name in names:
+            style = "--" if name == "geodesic" else "-"  # a rotation's error, not an angle's: set apart
+            ax.plot(curves["thresholds"], np.asarray(curves[name]) * 100.0, style, label=name)
+        ax.set_xlabel("error threshold (degrees)")
+        ax.set_ylabel("samples within threshold (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(loc="lower right")
+
+    return _save_plot(draw, path)
 
 
 def save_downsample_plot(curve: Mapping[str, Sequence[float]], path: str | pathlib.Path) -> pathlib.Path:
@@ -200,24 +191,34 @@ def save_downsample_plot(curve: Mapping[str, Sequence[float]], path: str | pathl
 
     curve: {"factors": [f, ...], "yaw" | "pitch" | "roll" | "mean": [MAE per factor]}; returns the path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = [name for name in (*ANGLE_NAMES, "mean") if name in curve]
     if "factors" not in curve or not names:
         raise ValueError(f"curve needs 'factors' and some of {(*ANGLE_NAMES, 'mean')}; got keys {sorted(curve)}")
+
+    def draw(ax):
+        for name in names:
+            ax.plot(curve["factors"], curve[name], marker="o", label=name)
+        ax.set_xlabel("downsampling factor (nearest neighbour)")
+        ax.set_ylabel("MAE (degrees)")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left")
+
+    return _save_plot(draw, path)
+
+
+def _save_plot(draw: Callable, path: str | pathlib.Path) -> pathlib.Path:
+    """One 5x4-inch gridded axes drawn by draw(ax), written as PNG to path (parents created)."""
+    # The Agg canvas directly, not pyplot: no global backend switch, no display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(5, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name in names:
-        ax.plot(curve["factors"], curve[name], marker="o", label=name)
-    ax.set_xlabel("downsampling factor (nearest neighbour)")
-    ax.set_ylabel("MAE (degrees)")
-    ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left")
+    draw(ax)
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path

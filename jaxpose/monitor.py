@@ -23,7 +23,7 @@ import itertools
 import json
 import os
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -113,18 +113,12 @@ class Profiler:
 
 
 class Monitor:
-    """The train loop's TensorBoard scalars, its learning rate per step and its profile; a context manager.
+    """The train loop's TensorBoard scalars and its profile; a context manager.
 
-    learning_rate: the optimizer's schedule (train.learning_rate_schedule),
-    evaluated here for the logged steps rather than carried in the train state.
     start_step: the step the run starts (or resumes) at.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, learning_rate: Callable, *, start_step: int,
-                 profile_steps: int = 0):
-        # One jitted program per padded length: evaluated eagerly, the schedule's jnp ops compiled anew for
-        # every flush of a new length (about 14 small programs, 0.2 s of host time per flush, measured).
-        self.learning_rate = jax.jit(learning_rate)
+    def __init__(self, workdir: str | pathlib.Path, *, start_step: int, profile_steps: int = 0):
         self.profiler = Profiler(workdir, profile_steps)
         # purge_step: TensorBoard hides what earlier event files hold from this step on. A resumed run redoes
         # the steps logged after the checkpoint it resumes from (train._rewind_metrics drops them from
@@ -145,23 +139,6 @@ class Monitor:
 
     def after_dispatch(self, step: int, state: Any) -> None:
         self.profiler.after_dispatch(step, state)
-
-    def learning_rates(self, steps: Sequence[int]) -> np.ndarray:
-        """The base learning rate each step trained with (optimizer.lr_multipliers scale it per group).
-
-        Step s (counted after its update) is optax's update count s - 1. All
-        the steps of a flush at once: a few vector ops instead of a few per step.
-        """
-        counts = np.asarray(steps, np.int32) - 1
-        padded = np.zeros(max(8, 1 << (len(counts) - 1).bit_length()), np.int32)  # lengths 8, 16, 32, ...
-        padded[: len(counts)] = counts
-        rates = np.broadcast_to(np.asarray(self.learning_rate(padded), np.float64), padded.shape)
-        return rates[: len(counts)]  # (a constant schedule ignores the count)
-
-    def with_learning_rates(self, per_step: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-        """[(step, values)] with "learning_rate" added to each step's values."""
-        rates = self.learning_rates([step for step, _ in per_step])
-        return [(step, {**values, "learning_rate": float(rate)}) for (step, values), rate in zip(per_step, rates)]
 
     def write_steps(self, per_step: list[tuple[int, dict]], images_per_sec: float) -> None:
         """Every step's values as train/<name>; images/s, measured over the whole flush, at its last step."""

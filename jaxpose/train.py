@@ -236,8 +236,13 @@ PARALLELISMS = ("gspmd", "per_device")
 
 
 def train_step(state: TrainState, inputs: Any, *, normalize: str, terms, make_batch: Callable,
-               axis_name: str | None = None) -> tuple[TrainState, dict]:
+               axis_name: str | None = None, learning_rate: Callable | None = None) -> tuple[TrainState, dict]:
     """One optimisation step; `make_batch(step, inputs)` gives {"image" (B, S, S, 3), "pose" (B, 3) degrees}.
+
+    learning_rate: the optimizer's schedule (`learning_rate_schedule`); when
+    given, the metrics hold the base rate this step trained with (optax's
+    count is the step before the update; optimizer.lr_multipliers scale it per
+    group) - computed here, in the program, rather than by the host at each log.
 
     With `axis_name` this is the per-device (pmap-style) step run inside
     shard_map: BatchNorm normalises with its device's batch statistics, and the
@@ -266,6 +271,8 @@ def train_step(state: TrainState, inputs: Any, *, normalize: str, terms, make_ba
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     step_metrics["grad_norm"] = optax.tree.norm(grads)
     step_metrics["param_norm"] = optax.tree.norm(state.params)
+    if learning_rate is not None:
+        step_metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
     return new_state, step_metrics
 
 
@@ -339,17 +346,19 @@ def make_batch_fn(config, mesh, placement: str, *, per_device: bool) -> Callable
     return lambda step, resident: finish(augment(step, sample(step, resident)))
 
 
-def jit_train_step(config, mesh, state_sharding, *, placement: str = "host", num_steps: int = 1):
+def jit_train_step(config, mesh, state_sharding, *, placement: str = "host", num_steps: int = 1,
+                   learning_rate: Callable | None = None):
     """The jitted train step for a placement and config.parallelism, running `num_steps` steps per call.
 
     Inputs: one batch (host, memmap), `num_steps` batches stacked on axis 0 when
     num_steps > 1, or the resident canvases (device). The state is donated.
+    learning_rate: the schedule whose value each step reports (`train_step`).
     """
     per_device = _check_choice("parallelism", config.parallelism, PARALLELISMS) == "per_device"
     step = functools.partial(
         train_step, normalize=config.data.normalize, terms=loss_terms(config),
         make_batch=make_batch_fn(config, mesh, placement, per_device=per_device),
-        axis_name=sharding.DATA_AXIS if per_device else None,
+        axis_name=sharding.DATA_AXIS if per_device else None, learning_rate=learning_rate,
     )
     stacked = num_steps > 1 and placement != "device"
     if num_steps > 1:
@@ -485,8 +494,8 @@ def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images:
 
     pending: (steps done before, steps, metrics); a dispatch of several steps
     holds one value per step. Fetching waits for the queued steps, so images/s
-    counts finished work. run_monitor adds each step's learning rate and
-    writes every step to TensorBoard (metrics.jsonl gets the last one).
+    counts finished work. run_monitor writes every step to TensorBoard
+    (metrics.jsonl gets the last one).
     """
     fetched = jax.device_get([m for _, _, m in pending])
     seconds = time.perf_counter() - since
@@ -494,8 +503,6 @@ def _flush(pending: list[tuple[int, int, dict]], log_file, since: float, images:
     for (first, count, _), values in zip(pending, fetched):
         for i in range(count):
             per_step.append((first + i + 1, values if count == 1 else {k: v[i] for k, v in values.items()}))
-    if run_monitor is not None:
-        per_step = run_monitor.with_learning_rates(per_step)
     for step, values in per_step:
         if not math.isfinite(float(values["loss"])):
             details = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
@@ -596,7 +603,7 @@ def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Ca
     step_fns = {} if step_fns is None else step_fns  # one compiled program per dispatch length
     pending, images, tick = [], 0, time.perf_counter()
     learning_rate = learning_rate_schedule(config.optimizer, setup.steps_per_epoch, setup.total_steps)
-    run_monitor = monitor.Monitor(workdir, learning_rate, start_step=start, profile_steps=config.get("profile_steps", 0))
+    run_monitor = monitor.Monitor(workdir, start_step=start, profile_steps=config.get("profile_steps", 0))
     with run_monitor, open(_log_path(workdir), "a") as log_file, tqdm(
         total=setup.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
         disable=not sharding.is_primary(),
@@ -604,7 +611,7 @@ def train_loop(config, setup, state, feed, mngr, workdir, step_fns: dict[int, Ca
         for dispatch, (first, count) in enumerate(schedule, 1):
             if count not in step_fns:
                 step_fns[count] = jit_train_step(config, setup.mesh, setup.replicated, placement=setup.placement,
-                                                 num_steps=count)
+                                                 num_steps=count, learning_rate=learning_rate)
             state, step_metrics = step_fns[count](state, feed.get(count))
             pending.append((first, count, step_metrics))
             images += count * config.batch_size

@@ -44,20 +44,27 @@ def _state_and_batch(config, mesh, *, steps: int):
 
 @pytest.mark.parametrize("parallelism", ["gspmd", "per_device"])
 def test_k_single_steps_equal_one_dispatch_of_k(tiny_data_dir, fast_compile, parallelism):
-    config = tiny_config(tiny_data_dir, parallelism=parallelism)
+    config = tiny_config(tiny_data_dir, parallelism=parallelism, **{"optimizer.warmup_steps": 4})
     mesh = sharding.make_mesh()
     state, batches = _state_and_batch(config, mesh, steps=3)
-    single = train.jit_train_step(config, mesh, sharding.replicated(mesh))
-    one_by_one, losses = state, []
+    # The step's reported learning rate: optax's count before the update (the schedule of _state_and_batch).
+    schedule = train.learning_rate_schedule(config.optimizer, 10, 10)
+    expected_rates = [float(schedule(count)) for count in range(3)]
+    assert expected_rates[0] != expected_rates[2]  # warm-up: a rate reported at the wrong count would show
+    single = train.jit_train_step(config, mesh, sharding.replicated(mesh), learning_rate=schedule)
+    one_by_one, losses, rates = state, [], []
     for batch in batches:
         one_by_one, metrics = single(one_by_one, sharding.put_batch(batch, mesh))
         losses.append(float(metrics["loss"]))
+        rates.append(float(metrics["learning_rate"]))
+    np.testing.assert_allclose(rates, expected_rates, rtol=1e-6)
     state, _ = _state_and_batch(config, mesh, steps=0)
-    several = train.jit_train_step(config, mesh, sharding.replicated(mesh), num_steps=3)
+    several = train.jit_train_step(config, mesh, sharding.replicated(mesh), num_steps=3, learning_rate=schedule)
     stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
     together, metrics = several(state, sharding.put_batch(stacked, mesh, leading_steps=True))
     assert int(together.step) == 3 and metrics["loss"].shape == (3,)
     np.testing.assert_allclose(np.asarray(metrics["loss"]), losses, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(metrics["learning_rate"]), expected_rates, rtol=1e-6)
     _assert_trees_close(one_by_one.params, together.params, atol=1e-6)
     _assert_trees_close(one_by_one.batch_stats, together.batch_stats, atol=1e-6)
 

@@ -83,6 +83,16 @@ def test_quaternion_of_a_half_turn_about_x_by_hand():
     np.testing.assert_allclose(angles.quaternion_to_matrix([0, 2.0, 0, 0]), np.diag([1.0, -1.0, -1.0]), atol=1e-15)
 
 
+def test_unit_vector_hand_zero_and_gradient():
+    # (3, 4) / 5; a zero vector stays zero (no division by 0) with a finite gradient there.
+    np.testing.assert_allclose(angles.unit_vector([[3.0, 4.0], [0.0, 0.0]]), [[0.6, 0.8], [0, 0]], atol=1e-15)
+    unit = angles.unit_vector(jnp.array([3.0, 4.0]))
+    assert unit.dtype == jnp.float32
+    np.testing.assert_allclose(unit, [0.6, 0.8], rtol=1e-6)
+    grad = jax.grad(lambda v: angles.unit_vector(v)[0])(jnp.zeros(4))
+    assert np.isfinite(np.asarray(grad)).all()
+
+
 def test_rotation_6d_hand():
     # The first two columns of Rz(90): (0, 1, 0), (-1, 0, 0).
     np.testing.assert_array_equal(angles.matrix_to_rotation_6d(np.array(RZ90, float)), [0, 1, 0, -1, 0, 0])

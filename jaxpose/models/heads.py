@@ -147,7 +147,7 @@ class QuaternionHead(nn.Module):
         del train
         bias = _constant_init(IDENTITY_QUATERNION) if self.identity_init else nn.initializers.zeros
         raw = nn.Dense(4, dtype=jnp.float32, bias_init=bias, name="fc_quaternion")(features.astype(jnp.float32))
-        quaternion = raw / jnp.sqrt(jnp.maximum(jnp.sum(raw * raw, axis=-1, keepdims=True), 1e-16))
+        quaternion = angles.unit_vector(raw)
         rotation = angles.quaternion_to_matrix(quaternion)
         return {"quaternion": quaternion, "rotation": rotation, "pose": angles.matrix_to_euler(rotation)}
 
