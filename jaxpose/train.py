@@ -239,17 +239,17 @@ def train_step(state: TrainState, inputs: Any, *, normalize: str, terms, make_ba
                axis_name: str | None = None, learning_rate: Callable | None = None) -> tuple[TrainState, dict]:
     """One optimisation step; `make_batch(step, inputs)` gives {"image" (B, S, S, 3), "pose" (B, 3) degrees}.
 
-    learning_rate: the optimizer's schedule (`learning_rate_schedule`); when
-    given, the metrics hold the base rate this step trained with (optax's
-    count is the step before the update; optimizer.lr_multipliers scale it per
-    group) - computed here, in the program, rather than by the host at each log.
-
     With `axis_name` this is the per-device (pmap-style) step run inside
     shard_map: BatchNorm normalises with its device's batch statistics, and the
     gradients, the running BatchNorm statistics and the metrics are averaged
     over the devices. Averaging the running statistics every step equals the
     flax ImageNet example's averaging before evaluation: they are exponential
     moving averages, which commute with the mean over devices.
+
+    learning_rate: the optimizer's schedule (`learning_rate_schedule`); when
+    given, the metrics hold the base rate this step trained with (optax's
+    count is the step before the update; optimizer.lr_multipliers scale it per
+    group) - computed here, in the program, rather than by the host at each log.
     """
     batch = make_batch(state.step, inputs)
     images = preprocess(batch["image"], normalize)

@@ -27,9 +27,8 @@ from jaxpose.models.fsanet import (
 from jaxpose.pretrained import fsanet_keras_variables
 
 
-@pytest.fixture(autouse=True)
-def _fast_compile(fast_compile):
-    """Every test here compiles small programs: skip XLA's optimisation passes (conftest.fast_compile)."""
+# Every test here compiles small programs: skip XLA's optimisation passes (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 IMAGES = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
 # Model sizes (MB) in the FSA-Net paper's AFLW2000 comparison table.

@@ -8,9 +8,8 @@ from jaxpose.config import base_config
 from jaxpose.models.heads import BinnedHead, RegressionHead
 
 
-@pytest.fixture(autouse=True)
-def _fast_compile(fast_compile):
-    """Every test here compiles small programs: skip XLA's optimisation passes (conftest.fast_compile)."""
+# Every test here compiles small programs: skip XLA's optimisation passes (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _count(tree) -> int:

@@ -40,12 +40,6 @@ def _assert_same_bits(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.fixture
-def compile_once(compilation_cache):
-    """The session's persistent compilation cache (conftest), for the `jaxpose` processes these tests start."""
-    return compilation_cache
-
-
 @pytest.fixture(scope="module")
 def straight(tiny_data_dir, fast_compile, tmp_path_factory):
     """An uninterrupted run of STEPS steps: (workdir, final params, [(step being saved, finished steps then)])."""
@@ -218,15 +212,15 @@ def test_full_workdir_fails_before_training_and_at_a_save(tiny_data_dir, fast_co
 
 # --- separate processes -----------------------------------------------------------------------------------------
 
-def test_sigterm_to_the_cli_saves_and_exits_0_then_resumes(tiny_data_dir, compile_once, tmp_path):
+def test_sigterm_to_the_cli_saves_and_exits_0_then_resumes(tiny_data_dir, compilation_cache, tmp_path):
     """`jaxpose train` gets SIGTERM after its first log line: status 0, within seconds, checkpoint and metrics at
     the step it stopped (a dispatch boundary); the same command then resumes there and finishes."""
-    # steps_per_dispatch 2: the program `compile_once` compiled already.
+    # steps_per_dispatch 2: the program the session's `compilation_cache` holds already.
     experiment = write_tiny_experiment(tmp_path / "tiny.py", tiny_data_dir, num_train_steps=60, steps_per_dispatch=2,
                                        checkpoint_every=20, log_every=10)
     workdir = tmp_path / "run"
     command = [str(Path(sys.executable).parent / "jaxpose"), "train", "--config", str(experiment), "--workdir", str(workdir)]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(compile_once),
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     with open(tmp_path / "first.log", "w") as log:
         run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
